@@ -1,0 +1,40 @@
+# lcodec developer tasks. Every target sets up its own virtual environment first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch goes in first, pinned, so that pip does not pull a multi-GB CUDA build here;
+# elsewhere run e.g. `make TORCH=torch test` to take your platform's normal build.
+TORCH  ?= torch==2.13.0
+KODAK  ?= ../shared/data/kodak
+TRAIN  ?= ../shared/data/train
+
+.PHONY: setup demo test bench train export clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/lcodec encode samples/coffee.png demo-out.lc -q 4
+	$(BIN)/lcodec decode demo-out.lc demo-out.png
+	$(BIN)/lcodec info demo-out.lc
+	$(BIN)/python -c "import numpy as n; from PIL import Image as I; a=n.asarray(I.open('samples/coffee.png').convert('RGB'),float); b=n.asarray(I.open('demo-out.png'),float); print('PSNR %.2f dB' % (10*n.log10(255**2/((a-b)**2).mean())))"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/pip install -q -e ".[test,eval]"
+	$(BIN)/python -m lcodec.eval.benchmark --kodak $(KODAK) --out docs/
+
+# Reproduce the shipped weights (see docs/model-card.md): resumes runs/hyperprior if present.
+train: setup
+	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --minutes 125 --export hyperprior
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo-out.lc demo-out.png .pytest_cache

@@ -1,0 +1,4 @@
+"""``python -m lcodec`` runs the command-line interface."""
+from .cli import main
+
+main()

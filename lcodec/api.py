@@ -1,0 +1,130 @@
+"""The Python API: images in, ``.lc`` bytes out, and back.
+
+>>> import lcodec
+>>> data = lcodec.encode(Image.open("photo.png"), quality=4)
+>>> image = lcodec.decode(data)
+
+:class:`Codec` keeps loaded models (one per weights version) for repeated use; the
+module-level functions share one per device. This layer ties the parts together: image I/O,
+the codec pipeline, the container and the weights. It never prints.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import container
+from .errors import CorruptStreamError, LcodecError, WeightsMismatchError
+from .image_io import from_pixels, open_image, to_pixels
+
+DEFAULT_QUALITY = 4.0
+MIN_QUALITY, MAX_QUALITY = 1.0, 8.0
+DEFAULT_MAX_PIXELS = 1 << 28  # refuse to decode larger images unless asked (decompression bombs)
+
+
+def check_quality(quality: float) -> float:
+    q = float(quality)
+    if not MIN_QUALITY <= q <= MAX_QUALITY:
+        raise LcodecError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality}")
+    return float(np.float32(q))  # what the container stores, so encoder and decoder agree
+
+
+class Codec:
+    """Encoder/decoder bound to a device; loads weights lazily and keeps them.
+
+    Args:
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``.
+        model: name of the model to encode with (default: the manifest's default model).
+    """
+
+    def __init__(self, device: str = "auto", model: str | None = None) -> None:
+        from .device import select_device, use_all_cores
+
+        self.device = select_device(device)
+        use_all_cores()
+        self.model_name = model
+        self._pipelines: dict = {}
+
+    def _pipeline(self, name: str | None, version: int | None = None):
+        key = (name, version)
+        if key not in self._pipelines:
+            from .pipeline import CodecPipeline
+            from .weights import load_model
+
+            self._pipelines[key] = CodecPipeline(load_model(name, version), self.device)
+        return self._pipelines[key]
+
+    def encode_pixels(self, pixels: np.ndarray, channels: int, quality: float = DEFAULT_QUALITY) -> bytes:
+        """``.lc`` bytes of an ``(H, W, 3)`` uint8 array (``channels`` 1 marks grayscale)."""
+        q = check_quality(quality)
+        pipe = self._pipeline(self.model_name)
+        entry = pipe.loaded.entry
+        height, width = pixels.shape[:2]
+        stream = pipe.encode(pixels, q)
+        header = container.Header(width, height, channels, q, entry.name, entry.version, entry.digest)
+        return container.serialize(container.Container(header, [stream]))
+
+    def encode(self, image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY) -> bytes:
+        """``.lc`` bytes of a Pillow image or an image file (conversions are warned about)."""
+        if not isinstance(image, Image.Image):
+            image = open_image(image)
+        pixels, channels, notices = to_pixels(image)
+        for note in notices:
+            warnings.warn(note, stacklevel=2)
+        return self.encode_pixels(pixels, channels, quality)
+
+    def decode_pixels(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, container.Header]:
+        parsed = container.parse(data)
+        h = parsed.header
+        if h.width * h.height > max_pixels:
+            raise CorruptStreamError(f"image of {h.width}x{h.height} exceeds the limit of "
+                                     f"{max_pixels} pixels (raise it with --max-pixels)")
+        if not MIN_QUALITY <= h.quality <= MAX_QUALITY:
+            raise CorruptStreamError(f"quality {h.quality} is out of range")
+        if len(parsed.tiles) != 1 or h.tile_width or h.tile_height:
+            raise CorruptStreamError("tiled files are not supported by this version")
+        pipe = self._pipeline(h.model_name, h.model_version)
+        if pipe.loaded.entry.digest != h.model_digest:
+            raise WeightsMismatchError(
+                f"the file was encoded with weights {h.model_name} v{h.model_version} "
+                f"#{h.model_digest.hex()}, but the installed ones are #{pipe.loaded.entry.digest.hex()}")
+        return pipe.decode(parsed.tiles[0], h.height, h.width, h.quality), h
+
+    def decode(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """The Pillow image (``RGB`` or ``L``) of ``.lc`` bytes."""
+        pixels, header = self.decode_pixels(data, max_pixels)
+        return from_pixels(pixels, header.channels)
+
+
+def info(data: bytes) -> dict:
+    """What a ``.lc`` file holds, without decoding it."""
+    parsed = container.parse(data)
+    h = parsed.header
+    return {"format_version": parsed.version, "model": h.model_name, "model_version": h.model_version,
+            "model_digest": h.model_digest.hex(), "width": h.width, "height": h.height,
+            "mode": "L" if h.channels == 1 else "RGB", "quality": round(h.quality, 4),
+            "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 5),
+            "tiles": len(parsed.tiles),
+            "tile_size": [h.tile_width, h.tile_height] if h.tile_width else None}
+
+
+_DEFAULT_CODECS: dict[str, Codec] = {}
+
+
+def _default_codec(device: str) -> Codec:
+    if device not in _DEFAULT_CODECS:
+        _DEFAULT_CODECS[device] = Codec(device)
+    return _DEFAULT_CODECS[device]
+
+
+def encode(image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY, device: str = "auto") -> bytes:
+    """``.lc`` bytes of an image (see :meth:`Codec.encode`)."""
+    return _default_codec(device).encode(image, quality)
+
+
+def decode(data: bytes, device: str = "auto") -> Image.Image:
+    """The image of ``.lc`` bytes (see :meth:`Codec.decode`)."""
+    return _default_codec(device).decode(data)

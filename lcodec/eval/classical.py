@@ -1,0 +1,327 @@
+"""Codecs the evaluation can run: classical ones (JPEG, WebP, AVIF, JPEG XL) and lcodec.
+
+Every codec is a small object with ``name``, ``settings`` (a dict written into
+reports), ``qualities`` (default sweep), ``quality_range`` and
+``quality_is_float`` (used by ``compare`` to search for a target bpp), and
+``encode(img, quality) -> bytes`` / ``decode(data) -> PIL.Image`` (RGB).
+
+Depends on numpy and Pillow; JPEG XL needs the optional ``imagecodecs``
+package. lcodec is reached only through ``lcodec.api`` (imported lazily, so
+importing this module never imports torch). Encoders run single-threaded so
+timings are comparable and runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image, features
+
+
+@runtime_checkable
+class EvalCodec(Protocol):
+    """What ``run_eval`` and ``compare`` need from a codec."""
+
+    name: str
+    settings: dict[str, Any]
+    qualities: list[float]
+    quality_range: tuple[float, float]
+    quality_is_float: bool
+
+    def encode(self, img: Image.Image, quality: float) -> bytes: ...
+
+    def decode(self, data: bytes) -> Image.Image: ...
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _pillow_decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return _rgb(im)
+
+
+@dataclass
+class JpegCodec:
+    """Baseline JPEG via Pillow/libjpeg, 4:2:0 chroma subsampling, optimised Huffman tables."""
+
+    name: str = "jpeg"
+    qualities: list[float] = field(default_factory=lambda: [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95])
+    quality_range: tuple[float, float] = (1, 95)
+    quality_is_float: bool = False
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "library": "Pillow " + Image.__version__,
+            "libjpeg": features.version("jpg"),
+            "subsampling": "4:2:0",
+            "optimize": True,
+            "progressive": False,
+            "quality": "Pillow quality 1-95",
+        }
+
+    def encode(self, img: Image.Image, quality: float) -> bytes:
+        buf = io.BytesIO()
+        _rgb(img).save(buf, format="JPEG", quality=int(quality), subsampling=2, optimize=True)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> Image.Image:
+        return _pillow_decode(data)
+
+
+@dataclass
+class WebpCodec:
+    """Lossy WebP via Pillow/libwebp, slowest/best method 6."""
+
+    name: str = "webp"
+    qualities: list[float] = field(default_factory=lambda: [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95])
+    quality_range: tuple[float, float] = (0, 100)
+    quality_is_float: bool = False
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "library": "Pillow " + Image.__version__,
+            "libwebp": features.version("webp"),
+            "lossless": False,
+            "method": 6,
+            "quality": "Pillow quality 0-100",
+        }
+
+    def encode(self, img: Image.Image, quality: float) -> bytes:
+        buf = io.BytesIO()
+        _rgb(img).save(buf, format="WEBP", quality=int(quality), method=6, lossless=False)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> Image.Image:
+        return _pillow_decode(data)
+
+
+@dataclass
+class AvifCodec:
+    """AVIF via Pillow's libavif plugin (aom encoder), 4:4:4, one encoder thread."""
+
+    speed: int = 6
+    name: str = ""
+    qualities: list[float] = field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90])
+    quality_range: tuple[float, float] = (0, 100)
+    quality_is_float: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = f"avif-s{self.speed}"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "library": "Pillow " + Image.__version__,
+            "libavif": features.version("avif"),
+            "encoder": _avif_encoder_version(),
+            "speed": self.speed,
+            "subsampling": "4:4:4",
+            "range": "full",
+            "max_threads": 1,
+            "quality": "Pillow quality 0-100",
+        }
+
+    def encode(self, img: Image.Image, quality: float) -> bytes:
+        buf = io.BytesIO()
+        _rgb(img).save(
+            buf,
+            format="AVIF",
+            quality=int(quality),
+            speed=self.speed,
+            subsampling="4:4:4",
+            max_threads=1,
+        )
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> Image.Image:
+        return _pillow_decode(data)
+
+
+def _avif_encoder_version() -> str | None:
+    try:
+        from PIL.AvifImagePlugin import _avif  # type: ignore[attr-defined]
+
+        versions = str(_avif.codec_versions())
+    except Exception:  # pragma: no cover - only without AVIF support
+        return None
+    encoders = [v for v in versions.split(", ") if "enc" in v]
+    return ", ".join(encoders) or versions
+
+
+@dataclass
+class JxlCodec:
+    """JPEG XL via imagecodecs/libjxl: ``level`` is the libjxl quality (0-100), effort 7."""
+
+    name: str = "jxl"
+    effort: int = 7
+    qualities: list[float] = field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90, 95])
+    quality_range: tuple[float, float] = (1, 99)
+    quality_is_float: bool = False
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        import imagecodecs
+
+        return {
+            "library": "imagecodecs " + imagecodecs.__version__,
+            "libjxl": _imagecodecs_version("jpegxl"),
+            "effort": self.effort,
+            "numthreads": 1,
+            "quality": "libjxl quality 1-99 (mapped to butteraugli distance)",
+        }
+
+    def encode(self, img: Image.Image, quality: float) -> bytes:
+        import imagecodecs
+
+        arr = np.asarray(_rgb(img))
+        return bytes(imagecodecs.jpegxl_encode(arr, level=int(quality), effort=self.effort, numthreads=1))
+
+    def decode(self, data: bytes) -> Image.Image:
+        import imagecodecs
+
+        arr = imagecodecs.jpegxl_decode(data, numthreads=1)
+        if arr.dtype != np.uint8:  # pragma: no cover - we only write 8-bit
+            raise ValueError(f"unexpected JPEG XL sample type {arr.dtype}")
+        return _rgb(Image.fromarray(arr))
+
+
+def _imagecodecs_version(lib: str) -> str | None:
+    try:
+        import imagecodecs
+
+        return str(getattr(imagecodecs, lib + "_version")())
+    except Exception:  # pragma: no cover
+        return None
+
+
+class LcodecCodec:
+    """lcodec itself, through ``lcodec.api.Codec`` (model loaded once, lazily)."""
+
+    name = "lcodec"
+    quality_range: tuple[float, float] = (1.0, 8.0)
+    quality_is_float = True
+
+    def __init__(self, device: str = "cpu", qualities: Sequence[float] | None = None) -> None:
+        self.device = device
+        self.qualities: list[float] = list(qualities) if qualities else [1, 2, 3, 4, 5, 6, 7, 8]
+        self._codec: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # never pickle a loaded model into a worker process; workers load their own
+        return {"device": self.device, "qualities": self.qualities, "_codec": None}
+
+    @property
+    def codec(self) -> Any:
+        if self._codec is None:
+            from lcodec.api import Codec
+
+            self._codec = Codec(device=self.device)
+        return self._codec
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"device": self.device, "quality": "float in [1, 8]"}
+        try:
+            import lcodec
+
+            version = getattr(lcodec, "__version__", None)
+            if version:
+                info["version"] = version
+        except Exception:  # pragma: no cover
+            pass
+        return info
+
+    def encode(self, img: Image.Image, quality: float) -> bytes:
+        return bytes(self.codec.encode(_rgb(img), quality=float(quality)))
+
+    def decode(self, data: bytes) -> Image.Image:
+        return _rgb(self.codec.decode(data))
+
+
+ALL_CODECS: tuple[str, ...] = ("lcodec", "jpeg", "webp", "avif-s6", "avif-s2", "jxl")
+ALIASES: dict[str, str] = {"avif": "avif-s6", "jpegxl": "jxl", "jpg": "jpeg"}
+
+
+def canonical_name(name: str) -> str:
+    """Resolve an alias ("avif" -> "avif-s6"); raises ValueError for unknown names."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in ALL_CODECS:
+        raise ValueError(f"unknown codec {name!r} (choose from {', '.join(ALL_CODECS)}, avif)")
+    return key
+
+
+def missing_reason(name: str) -> str | None:
+    """Why codec ``name`` cannot run here, or None when it can."""
+    key = canonical_name(name)
+    if key in ("jpeg", "webp"):
+        feature = "jpg" if key == "jpeg" else "webp"
+        return None if features.check(feature) else f"Pillow was built without {feature} support"
+    if key.startswith("avif"):
+        return None if features.check("avif") else "Pillow was built without AVIF support"
+    if key == "jxl":
+        try:
+            imagecodecs = importlib.import_module("imagecodecs")
+        except ImportError:
+            return "imagecodecs is not installed (pip install imagecodecs)"
+        codec = getattr(imagecodecs, "JPEGXL", None)
+        if codec is None or not getattr(codec, "available", False):
+            return "this imagecodecs build has no JPEG XL support"
+        return None
+    if key == "lcodec":
+        try:
+            api = importlib.import_module("lcodec.api")
+        except ImportError as exc:
+            return f"lcodec.api cannot be imported ({exc})"
+        if not hasattr(api, "Codec"):
+            return "lcodec.api has no Codec class"
+        return None
+    raise AssertionError(key)  # pragma: no cover
+
+
+def available_codecs(names: Sequence[str] = ALL_CODECS) -> tuple[list[str], dict[str, str]]:
+    """Split ``names`` into (usable canonical names, {missing name: reason})."""
+    usable: list[str] = []
+    missing: dict[str, str] = {}
+    for name in names:
+        key = canonical_name(name)
+        if key in usable or key in missing:
+            continue
+        reason = missing_reason(key)
+        if reason is None:
+            usable.append(key)
+        else:
+            missing[key] = reason
+    return usable, missing
+
+
+def make_codec(name: str, qualities: Sequence[float] | None = None, device: str = "cpu") -> EvalCodec:
+    """Create codec ``name``; ``qualities`` replaces its default sweep."""
+    key = canonical_name(name)
+    codec: EvalCodec
+    if key == "lcodec":
+        codec = LcodecCodec(device=device)
+    elif key == "jpeg":
+        codec = JpegCodec()
+    elif key == "webp":
+        codec = WebpCodec()
+    elif key == "avif-s6":
+        codec = AvifCodec(speed=6)
+    elif key == "avif-s2":
+        codec = AvifCodec(speed=2)
+    else:
+        codec = JxlCodec()
+    if qualities:
+        codec.qualities = list(qualities)
+    return codec

@@ -1,0 +1,73 @@
+"""Rate-distortion plots (``rd_psnr.png``, ``rd_msssim.png``) from eval results.
+
+matplotlib is an optional extra: it is imported lazily, with the Agg backend
+through the object-oriented API (no pyplot global state). Without matplotlib
+the plots are skipped with a one-line notice on stderr. Must not import torch
+or any lcodec codec code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PLOTS: tuple[tuple[str, str, str], ...] = (
+    ("rd_psnr.png", "psnr", "PSNR (dB, RGB)"),
+    ("rd_msssim.png", "ms_ssim", "MS-SSIM (RGB)"),
+)
+
+
+def matplotlib_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_plots(results: Mapping[str, Any], out_dir: str | Path, quiet: bool = False) -> list[Path]:
+    """Write the RD plots of ``results`` (as returned by ``run_eval``) into ``out_dir``.
+
+    Returns the written paths; an empty list (and a notice unless ``quiet``) when
+    matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        if not quiet:
+            print("lcodec: note: matplotlib is not installed, skipping plots (pip install matplotlib)", file=sys.stderr)
+        return []
+    average: Mapping[str, list[Mapping[str, Any]]] = results["average"]
+    image_set = results.get("image_set", "images")
+    n_images = len(results.get("images", []))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    markers = "osD^v<>ph*"
+    for filename, key, label in PLOTS:
+        fig = Figure(figsize=(7, 5), dpi=120)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for i, (codec, points) in enumerate(average.items()):
+            pts = sorted(points, key=lambda p: p["bpp"])
+            ax.plot(
+                [p["bpp"] for p in pts],
+                [p[key] for p in pts],
+                marker=markers[i % len(markers)],
+                markersize=4,
+                linewidth=1.5 if codec == "lcodec" else 1.0,
+                label=codec,
+            )
+        ax.set_xlabel("bits per pixel (whole file)")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} vs rate - {image_set} ({n_images} images, averaged)")
+        ax.grid(True, alpha=0.4)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        path = out / filename
+        fig.savefig(path)
+        written.append(path)
+    return written

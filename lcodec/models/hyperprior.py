@@ -1,0 +1,115 @@
+"""The mean-scale hyperprior model family (Ballé et al. 2018; Minnen et al. 2018), variable rate.
+
+One network covers the whole quality range with *gain units* (Cui et al. 2021): quality level
+``k`` multiplies the latent ``y`` channel-wise by a learned gain vector before quantization and
+by a learned inverse gain after it. A fractional quality interpolates the gains geometrically
+between its two neighbouring levels.
+
+The model is split into the four stages the codec pipeline drives:
+
+``analysis`` (image -> gained latent ``y``), ``hyper_analysis`` (``y`` -> ``z``),
+``hyper_synthesis`` (quantized ``z`` -> Gaussian means and scales of ``y``) and ``synthesis``
+(quantized ``y`` -> image). Only ``hyper_synthesis`` feeds the entropy coder, so the pipeline
+runs it in float64 on the CPU; the other stages may run on any device and precision.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
+from .layers import GDN, conv, deconv
+
+# Rate-distortion trade-offs of the quality levels 1..8 (loss = lambda * 255^2 * MSE + bpp).
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+
+class MeanScaleHyperprior(nn.Module):
+    """Mean-scale hyperprior with gain units.
+
+    Args:
+        N: channels of the hidden layers (and of the hyper-latent ``z``).
+        M: channels of the latent ``y``.
+        lambdas: one rate-distortion trade-off per quality level (level ``k`` is ``-q k``).
+    """
+
+    family = "hyperprior"
+    downsampling = 64  # total stride from the image to z
+
+    def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS):
+        super().__init__()
+        self.N, self.M = N, M
+        self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
+        self.g_a = nn.Sequential(
+            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
+        self.h_a = nn.Sequential(
+            conv(M, N, 3, 1), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, 3, 1))
+        self.z_density = FactorizedDensity(N)
+        # Gain init ~ sqrt(lambda): the optimal quantizer step shrinks like 1/sqrt(lambda).
+        mid = math.sqrt(lambdas[len(lambdas) // 2])
+        init = torch.tensor([0.5 * math.log(l) - math.log(mid) for l in lambdas])
+        self.log_gain = nn.Parameter(init.view(-1, 1).repeat(1, M))
+        self.log_inv_gain = nn.Parameter(-init.view(-1, 1).repeat(1, M))
+
+    @property
+    def num_levels(self) -> int:
+        return int(self.lambdas.numel())
+
+    # -- quality -> gains ------------------------------------------------------------------
+    def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain vectors (shape ``(1, M, 1, 1)``) of a quality in ``[1, L]``."""
+        if not 1.0 <= quality <= self.num_levels:
+            raise ValueError(f"quality must be in [1, {self.num_levels}], got {quality}")
+        pos = quality - 1.0
+        lo = min(int(math.floor(pos)), self.num_levels - 2)
+        t = pos - lo
+        log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[lo + 1]
+        log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[lo + 1]
+        return log_g.exp().view(1, -1, 1, 1), log_ig.exp().view(1, -1, 1, 1)
+
+    # -- the four stages used by the codec pipeline ------------------------------------------
+    def analysis(self, x: torch.Tensor, quality: float) -> torch.Tensor:
+        gain, _ = self.gains(quality)
+        return self.g_a(x) * gain.to(x.dtype)
+
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        return self.h_a(y)
+
+    def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means and scales of the Gaussian model of ``y``."""
+        scales, means = self.h_s(z_hat).chunk(2, dim=1)
+        return means, scales
+
+    def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        _, inv_gain = self.gains(quality)
+        return self.g_s(y_hat * inv_gain.to(y_hat.dtype))
+
+    # -- training -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training pass: ``level`` holds one integer quality level (0-based) per image.
+
+        Uses additive uniform noise for the likelihoods and straight-through rounding for
+        what the decoder sees, so that training matches inference-time quantization.
+        """
+        gain = self.log_gain[level].exp()[:, :, None, None]
+        inv_gain = self.log_inv_gain[level].exp()[:, :, None, None]
+        y = self.g_a(x).float() * gain
+        z = self.h_a(y).float()
+        z_lik = self.z_density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))
+        means, scales = self.hyper_synthesis(ste_round(z))
+        means, scales = means.float(), scales.float()
+        noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        y_lik = gaussian_likelihood(noisy - means, scales)
+        y_hat = ste_round(y - means) + means
+        x_hat = self.g_s(y_hat * inv_gain).float()
+        return {"x_hat": x_hat, "y_likelihoods": y_lik, "z_likelihoods": z_lik}

@@ -1,0 +1,53 @@
+"""Building blocks of the transforms: GDN / inverse GDN and strided convolutions.
+
+Pure torch; no file, byte or image handling here.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Ballé et al. 2016).
+
+    ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)`` (or ``x_i * sqrt(...)`` when
+    ``inverse``). ``beta`` and ``gamma`` are kept non-negative by storing their square
+    roots (offset by a small pedestal) and squaring on use.
+    """
+
+    _pedestal = 2.0 ** -18
+
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6,
+                 gamma_init: float = 0.1) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.beta_min = beta_min
+        p = self._pedestal
+        self.beta = nn.Parameter(torch.sqrt(torch.ones(channels) + p))
+        self.gamma = nn.Parameter(torch.sqrt(gamma_init * torch.eye(channels) + p))
+
+    def _params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self._pedestal
+        beta = self.beta.clamp_min((self.beta_min + p) ** 0.5).pow(2) - p
+        gamma = self.gamma.clamp_min(p ** 0.5).pow(2) - p
+        return beta, gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta, gamma = self._params()
+        c = x.shape[1]
+        norm = F.conv2d(x * x, gamma.view(c, c, 1, 1).to(x.dtype), beta.to(x.dtype))
+        norm = torch.sqrt(norm.float()).to(x.dtype)
+        return x * norm if self.inverse else x / norm
+
+
+def conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.Conv2d:
+    """A 'same'-padded convolution that downsamples by ``stride``."""
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+
+
+def deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    """A transposed convolution that upsamples by exactly ``stride``."""
+    return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=kernel // 2,
+                              output_padding=stride - 1)

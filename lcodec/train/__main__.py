@@ -1,0 +1,40 @@
+"""``python -m lcodec.train``: train (or resume), then optionally export weights."""
+from __future__ import annotations
+
+import click
+
+from .loop import TrainConfig, train
+
+
+@click.command("train")
+@click.option("--data", default=TrainConfig.data, show_default=True, help="Folder of training photos.")
+@click.option("--run-dir", default=TrainConfig.run_dir, show_default=True,
+              help="Checkpoint and log folder; an existing checkpoint there is resumed.")
+@click.option("--minutes", default=TrainConfig.minutes, show_default=True, type=float,
+              help="Wall-clock budget of this run (the lr decays over its last part).")
+@click.option("--N", "N", default=TrainConfig.N, show_default=True, type=int)
+@click.option("--M", "M", default=TrainConfig.M, show_default=True, type=int)
+@click.option("--crop", default=TrainConfig.crop, show_default=True, type=int)
+@click.option("--batch", default=TrainConfig.batch, show_default=True, type=int)
+@click.option("--lr", default=TrainConfig.lr, show_default=True, type=float)
+@click.option("--warmup", default=TrainConfig.warmup, show_default=True, type=int)
+@click.option("--decay-frac", default=TrainConfig.decay_frac, show_default=True, type=float)
+@click.option("--threads", default=TrainConfig.threads, show_default=True,
+              help="Torch threads, or 'auto' to measure and pick.")
+@click.option("--bf16", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="bf16 autocast; 'auto' uses it only where the CPU has native bf16.")
+@click.option("--init-from", default=None, help="Start a fresh run from these weights (.pt).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--export", "export_name", default=None,
+              help="After training, export weights/<NAME>.pt and record it in the manifest.")
+def train_command(export_name: str | None, **kwargs) -> None:
+    """Train a variable-rate model on the CPU (bf16 autocast, resumable)."""
+    ckpt = train(TrainConfig(**kwargs))
+    if export_name:
+        from .export import export_checkpoint
+        path = export_checkpoint(ckpt, export_name)
+        click.echo(f"exported {path}")
+
+
+if __name__ == "__main__":
+    train_command()

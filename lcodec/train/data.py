@@ -1,0 +1,64 @@
+"""Training data: photos held in memory as uint8 arrays and sampled as random crops."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def split_holdout(paths: list[Path], every: int = 30) -> tuple[list[Path], list[Path]]:
+    """Every ``every``-th image (in sorted order) is held out for validation."""
+    held = paths[::every]
+    return [p for p in paths if p not in held], held
+
+
+class CropSampler:
+    """Random ``crop x crop`` patches with random flips, as a float NCHW batch in [0, 1]."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, seed: int = 0) -> None:
+        self.images = [im for im in images if min(im.shape[:2]) >= crop]
+        if not self.images:
+            raise ValueError(f"no training image is at least {crop}x{crop}")
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+        sizes = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
+        self.weights = sizes / sizes.sum()  # sample images by area: every pixel equally likely
+
+    def batch(self, size: int) -> torch.Tensor:
+        c = self.crop
+        out = np.empty((size, c, c, 3), dtype=np.uint8)
+        for i, k in enumerate(self.rng.choice(len(self.images), size=size, p=self.weights)):
+            im = self.images[k]
+            top = self.rng.integers(0, im.shape[0] - c + 1)
+            left = self.rng.integers(0, im.shape[1] - c + 1)
+            patch = im[top:top + c, left:left + c]
+            if self.rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            if self.rng.random() < 0.5:
+                patch = patch[::-1]
+            out[i] = patch
+        x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def center_crops(images: list[np.ndarray], size: int) -> list[torch.Tensor]:
+    """Centre crops (at most ``size`` wide and high, multiple of 64) for validation."""
+    crops = []
+    for im in images:
+        h, w = (min(size, d) // 64 * 64 for d in im.shape[:2])
+        top, left = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
+        crops.append(torch.from_numpy(im[top:top + h, left:left + w].copy()))
+    return crops

@@ -1,0 +1,67 @@
+"""Export a training checkpoint as shipped inference weights with their entropy tables.
+
+Writes ``weights/<name>-v<version>.pt`` (tensors only: the model's ``state_dict`` and the
+integer probability tables under ``tables.*``) and adds it to ``weights/manifest.json`` with
+its SHA-256, keeping every older version listed so old ``.lc`` files keep decoding.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..entropy.tables import default_scale_table, gaussian_tables, trimmed_tables
+from ..models import build_model
+from ..weights import MANIFEST, weights_dir
+
+Z_GRID = 255  # z tables are evaluated on the integers -Z_GRID..Z_GRID before trimming
+
+
+def build_tables(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The integer tables of a model: z per channel, y per Gaussian scale."""
+    pmf = model.z_density.pmf_grid(-Z_GRID, Z_GRID).numpy()
+    z = trimmed_tables(pmf, -Z_GRID)
+    scale_table = default_scale_table()
+    y = gaussian_tables(scale_table)
+    return {**z.to_arrays("z"), **y.to_arrays("y"), "scale_table": scale_table}
+
+
+def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
+                      notes: dict | None = None, folder: Path | None = None) -> Path:
+    """Write the weights of ``checkpoint`` as the next version of ``name``; return the path."""
+    folder = Path(folder or weights_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = json.loads(ck["config_json"])
+    family = config.pop("family")
+    model = build_model(family, **config)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    for k, v in build_tables(model).items():
+        tensors[f"tables.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
+
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
+    version = 1 + max((m["version"] for m in manifest["models"] if m["name"] == name), default=0)
+    path = folder / f"{name}-v{version}.pt"
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    path.write_bytes(buf.getvalue())
+    state = json.loads(ck.get("state_json", "{}"))
+    entry = {"name": name, "version": version, "family": family, "file": path.name,
+             "sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "config": config,
+             "default": make_default,
+             "training": {"steps": state.get("step"),
+                          "cpu_hours": round(state.get("cpu_seconds", 0) / 3600, 3),
+                          **(notes or {})}}
+    if make_default:
+        for m in manifest["models"]:
+            m["default"] = False
+    manifest["models"].append(entry)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path

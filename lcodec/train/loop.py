@@ -1,0 +1,255 @@
+"""The resumable training loop of the variable-rate models.
+
+Each step draws a batch of random crops and gives every crop a random quality level; the loss
+is ``mean(lambda_level * 255^2 * MSE + bpp)``. Tensors are channels-last. bf16 autocast is used
+only where the CPU has native bf16 arithmetic (AVX512_BF16 or AMX): measured on an AVX-512 CPU
+without it, bf16 convolutions ran 4x *slower* than fp32. The probability models stay float32.
+
+State (model, optimizer, step, CPU seconds, RNG) is checkpointed to ``RUN_DIR/checkpoint.pt``
+every few minutes and on exit, and a run with the same ``RUN_DIR`` resumes from it. A fresh run
+can start from shipped weights (``--init-from``), so that training sessions add up.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models import DEFAULT_LAMBDAS, build_model
+from ..models.entropy_models import gaussian_likelihood
+from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/train"
+    run_dir: str = "runs/hyperprior"
+    family: str = "hyperprior"
+    N: int = 64
+    M: int = 96
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    crop: int = 128
+    batch: int = 16
+    lr: float = 5e-4
+    warmup: int = 500
+    minutes: float = 60.0         # wall-clock budget of this invocation
+    decay_frac: float = 0.15      # final fraction of the budget: lr decays to lr * decay_to
+    decay_to: float = 0.1
+    threads: str = "auto"         # "1", "2", ... or "auto" (measure and pick the faster)
+    checkpoint_minutes: float = 5.0
+    log_every: int = 100
+    validate_every: int = 1000
+    init_from: str | None = None  # a shipped weights file to start from
+    seed: int = 0
+    bf16: str = "auto"           # "auto" (if the CPU has native bf16), "on", "off"
+    extra: dict = field(default_factory=dict)
+
+
+class ThreadTuner:
+    """Picks the torch thread count with the best measured step time.
+
+    Another busy process on one of two cores makes a 2-thread run several times slower than a
+    1-thread one, so the choice is re-measured periodically.
+    """
+
+    def __init__(self, spec: str, probe_every: int = 400, probe_len: int = 20) -> None:
+        cores = os.cpu_count() or 1
+        self.fixed = None if spec == "auto" else max(1, int(spec))
+        self.options = [1, cores] if cores > 1 else [1]
+        self.current = self.fixed or self.options[-1]
+        self.probe_every, self.probe_len = probe_every, probe_len
+        self.times: dict[int, list[float]] = {}
+        self.step_in_phase = 0
+        self.probing: int | None = None
+        torch.set_num_threads(self.current)
+
+    def record(self, seconds: float) -> None:
+        if self.fixed is not None or len(self.options) == 1:
+            return
+        active = self.probing or self.current
+        self.times.setdefault(active, []).append(seconds)
+        self.times[active] = self.times[active][-self.probe_len:]
+        self.step_in_phase += 1
+        if self.probing is None and self.step_in_phase >= self.probe_every:
+            self.probing = next(t for t in self.options if t != self.current)
+            self.times[self.probing] = []
+            self.step_in_phase = 0
+            torch.set_num_threads(self.probing)
+        elif self.probing is not None and self.step_in_phase >= self.probe_len:
+            med = {t: sorted(v)[len(v) // 2] for t, v in self.times.items() if v}
+            if med.get(self.probing, math.inf) < 0.9 * med.get(self.current, math.inf):
+                self.current = self.probing
+            self.probing, self.step_in_phase = None, 0
+            torch.set_num_threads(self.current)
+
+    @property
+    def active(self) -> int:
+        return self.probing or self.current
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def _lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    budget = cfg.minutes * 60
+    start_decay = budget * (1 - cfg.decay_frac)
+    if elapsed > start_decay and cfg.decay_frac > 0:
+        t = min(1.0, (elapsed - start_decay) / (budget - start_decay))
+        lr *= cfg.decay_to ** t
+    return lr
+
+
+def rd_terms(out: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image bits per pixel and MSE (on [0, 1] pixels; unclamped, so gradients flow)."""
+    pixels = x.shape[2] * x.shape[3]
+    bits = -(out["y_likelihoods"].log2().sum((1, 2, 3)) + out["z_likelihoods"].log2().sum((1, 2, 3)))
+    mse = (out["x_hat"] - x).pow(2).mean((1, 2, 3))
+    return bits / pixels, mse
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, crops: list[torch.Tensor]) -> dict[str, float]:
+    """Estimated bpp / PSNR on held-out crops at the lowest, middle and highest level."""
+    model.eval()
+    result = {}
+    for level in (0, model.num_levels // 2, model.num_levels - 1):
+        bpps, psnrs = [], []
+        for c in crops:
+            x = c.permute(2, 0, 1)[None].float() / 255
+            q = float(level + 1)
+            y = model.analysis(x, q)
+            z = torch.round(model.hyper_analysis(y))
+            means, scales = model.hyper_synthesis(z)
+            y_q = torch.round(y - means)
+            bits = -(gaussian_likelihood(y_q, scales).log2().sum()
+                     + model.z_density.likelihood(z).log2().sum())
+            x_hat = model.synthesis(y_q + means, q).clamp(0, 1)
+            x8 = torch.round(x_hat * 255)
+            mse = (x8 - torch.round(x * 255)).pow(2).mean().item()
+            bpps.append(bits.item() / (x.shape[2] * x.shape[3]))
+            psnrs.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
+        result[f"q{level + 1}_bpp"] = round(sum(bpps) / len(bpps), 4)
+        result[f"q{level + 1}_psnr"] = round(sum(psnrs) / len(psnrs), 3)
+    model.train()
+    return result
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training for ``cfg.minutes``; return the checkpoint path."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)
+
+    model = build_model(cfg.family, N=cfg.N, M=cfg.M, lambdas=tuple(cfg.lambdas))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = json.loads(ck["state_json"])
+        print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
+    elif cfg.init_from:
+        from ..weights import load_state_dict
+        model.load_state_dict(load_state_dict(Path(cfg.init_from)))
+        print(f"initialized from {cfg.init_from}", flush=True)
+    model = model.to(memory_format=torch.channels_last).train()
+
+    paths = list_images(Path(cfg.data))
+    train_paths, held_paths = split_holdout(paths)
+    sampler = CropSampler([load_rgb(p) for p in train_paths], cfg.crop,
+                          seed=cfg.seed + state["step"])
+    val_crops = center_crops([load_rgb(p) for p in held_paths], 256)
+    lambdas = model.lambdas
+    gen = torch.Generator().manual_seed(cfg.seed + state["step"])
+    tuner = ThreadTuner(cfg.threads)
+    log = (run_dir / "log.jsonl").open("a")
+    run_record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_step": state["step"],
+                  "config": {k: v for k, v in asdict(cfg).items() if k != "extra"}}
+    state["runs"].append(run_record)
+
+    use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and cpu_has_native_bf16())
+    run_record["bf16"] = use_bf16
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+
+    def save() -> None:
+        run_record.update(end_step=state["step"], cpu_seconds_total=round(state["cpu_seconds"], 1))
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "state_json": json.dumps(state),
+                    "config_json": json.dumps({"family": cfg.family, "N": cfg.N, "M": cfg.M,
+                                               "lambdas": list(cfg.lambdas)})}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    t0 = time.time()
+    cpu0 = time.process_time()
+    cpu_base, wall_base = state["cpu_seconds"], state["wall_seconds"]
+    last_ckpt = t0
+    acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+    while not stop["flag"] and time.time() - t0 < cfg.minutes * 60:
+        ts = time.perf_counter()
+        step = state["step"]
+        lr = _lr_at(cfg, step, time.time() - t0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = sampler.batch(cfg.batch)
+        level = torch.randint(0, len(lambdas), (cfg.batch,), generator=gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(x, level)
+        bpp, mse = rd_terms(out, x)
+        loss = (lambdas[level] * 255 ** 2 * mse + bpp).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # Clip only outliers: at 4x the running gradient norm (typical norms are 30-600).
+        limit = 4 * state.get("grad_norm_ema", 0.0) or float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), limit))
+        # Skip the update of a batch whose loss spikes far above the running loss: with GDN,
+        # one such step at a high learning rate can throw the model into a diverging regime.
+        loss_ema = state.get("loss_ema", 0.0)
+        spike = loss_ema > 0 and state["step"] > 200 and loss.item() > 10 * loss_ema
+        if not spike and math.isfinite(norm) and torch.isfinite(loss):
+            state["loss_ema"] = loss.item() if loss_ema == 0 else 0.99 * loss_ema + 0.01 * loss.item()
+            opt.step()
+            ema = state.get("grad_norm_ema", 0.0)
+            state["grad_norm_ema"] = norm if ema == 0 else 0.98 * ema + 0.02 * min(norm, limit)
+        state["step"] += 1
+        tuner.record(time.perf_counter() - ts)
+        acc["loss"] += loss.item()
+        acc["bpp"] += bpp.mean().item()
+        acc["psnr"] += (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean().item()
+        acc["n"] += 1
+        state["cpu_seconds"] = cpu_base + time.process_time() - cpu0
+        state["wall_seconds"] = wall_base + time.time() - t0
+        if state["step"] % cfg.log_every == 0:
+            n = acc.pop("n")
+            rec = {"step": state["step"], "lr": round(lr, 7), "threads": tuner.active,
+                   "cpu_h": round(state["cpu_seconds"] / 3600, 4),
+                   **{k: round(v / n, 4) for k, v in acc.items()}}
+            acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+            if state["step"] % cfg.validate_every == 0:
+                rec["val"] = validate(model, val_crops)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            save()
+            last_ckpt = time.time()
+    save()
+    log.close()
+    print(f"stopped at step {state['step']}; {state['cpu_seconds'] / 3600:.2f} CPU-hours in total",
+          flush=True)
+    return ckpt_path

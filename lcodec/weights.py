@@ -1,0 +1,159 @@
+"""Shipped weights: locate them, verify their hash, load them without running pickled code.
+
+``weights/manifest.json`` lists every model the package ships (name, version, family,
+architecture config, file, SHA-256). A weights file holds only tensors (the model's
+``state_dict`` plus its entropy tables under ``tables.*``) and is read with
+``torch.load(weights_only=True)`` after its SHA-256 matches the manifest. Old versions stay
+listed so that files encoded with them keep decoding.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .entropy.tables import TableSet
+from .errors import WeightsError, WeightsMismatchError
+
+MANIFEST = "manifest.json"
+ENV_DIR = "LCODEC_WEIGHTS_DIR"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One shipped set of weights as recorded in the manifest."""
+
+    name: str
+    version: int
+    family: str
+    file: str
+    sha256: str
+    config: dict = field(default_factory=dict, hash=False, compare=False)
+    default: bool = False
+
+    @property
+    def digest(self) -> bytes:
+        """The 8-byte id stored in ``.lc`` files: the first bytes of the SHA-256."""
+        return bytes.fromhex(self.sha256)[:8]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+def weights_dir() -> Path:
+    """``$LCODEC_WEIGHTS_DIR``, else the checkout's ``weights/``, else the installed copy."""
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "weights"
+    if checkout.is_dir() and (Path(__file__).resolve().parent.parent / "pyproject.toml").is_file():
+        return checkout  # a source checkout (or an editable install of one)
+    return Path(__file__).resolve().parent / "_weights"
+
+
+def read_manifest(folder: Path | None = None) -> list[ModelEntry]:
+    folder = folder or weights_dir()
+    path = folder / MANIFEST
+    try:
+        raw = json.loads(path.read_text())
+        return [ModelEntry(m["name"], int(m["version"]), m["family"], m["file"], m["sha256"],
+                           m.get("config", {}), bool(m.get("default", False)))
+                for m in raw["models"]]
+    except FileNotFoundError:
+        raise WeightsError(f"no weights manifest at {path}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"weights manifest {path} is malformed ({exc})") from None
+
+
+def find_entry(name: str | None = None, version: int | None = None,
+               folder: Path | None = None) -> ModelEntry:
+    """The entry for ``name`` (newest version unless ``version``), or the default model."""
+    entries = read_manifest(folder)
+    if name is None:
+        defaults = [e for e in entries if e.default] or entries
+        if not defaults:
+            raise WeightsError("the weights manifest lists no model")
+        return max(defaults, key=lambda e: e.version)
+    matching = [e for e in entries if e.name == name and (version is None or e.version == version)]
+    if not matching:
+        known = ", ".join(sorted({e.label for e in entries})) or "none"
+        wanted = f"{name} v{version}" if version is not None else name
+        raise WeightsError(f"weights {wanted} are not installed (installed: {known})")
+    return max(matching, key=lambda e: e.version)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict:
+    """The tensors of an entry's file, after checking its SHA-256 against the manifest."""
+    import torch
+
+    path = (folder or weights_dir()) / entry.file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights {path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise WeightsMismatchError(f"weights file {path} does not match its recorded SHA-256 "
+                                   "(damaged or replaced); reinstall lcodec")
+    import io
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise WeightsError(f"cannot load weights {path}: {exc}") from None
+
+
+def load_state_dict(path: Path) -> dict:
+    """A model ``state_dict`` from a weights file (for training restarts; no hash check)."""
+    import torch
+
+    tensors = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for coding: the network (eval mode, CPU) and its entropy tables."""
+
+    entry: ModelEntry
+    model: object  # torch.nn.Module
+    z_tables: TableSet
+    y_tables: TableSet
+    scale_table: np.ndarray
+
+
+def load_model(name: str | None = None, version: int | None = None) -> LoadedModel:
+    """Load (once per process and weights folder) the named model, or the default one."""
+    return _load_model(weights_dir(), name, version)
+
+
+@lru_cache(maxsize=8)
+def _load_model(folder: Path, name: str | None, version: int | None) -> LoadedModel:
+    from .models import build_model
+
+    entry = find_entry(name, version, folder)
+    tensors = read_verified(entry, folder)
+    arrays = {k[len("tables."):]: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
+    state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+    try:
+        model = build_model(entry.family, **entry.config)
+        model.load_state_dict(state)
+        z_tables = TableSet.from_arrays(arrays, "z")
+        y_tables = TableSet.from_arrays(arrays, "y")
+        scale_table = np.asarray(arrays["scale_table"], dtype=np.float64)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise WeightsError(f"weights {entry.label} do not fit the {entry.family} model: {exc}") from None
+    model.eval()
+    return LoadedModel(entry, model, z_tables, y_tables, scale_table)

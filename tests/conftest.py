@@ -1,0 +1,36 @@
+"""Shared fixtures: small generated photos-like images and a CPU codec."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def synthetic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth colourful image with some texture (uint8, HxWx3), deterministic."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = 128 + 90 * np.sin(xx / 11.0 + seed) * np.cos(yy / 17.0)
+    g = 100 + 0.4 * xx * 160 / max(width, 1) + 40 * np.sin((xx + yy) / 9.0)
+    b = 60 + 120 * (yy / max(height, 1)) + 20 * np.cos(xx / 5.0)
+    img = np.stack([r, g, b], axis=2) + rng.normal(0, 6, (height, width, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+@pytest.fixture(scope="session")
+def codec():
+    from lcodec.api import Codec
+
+    return Codec(device="cpu")
+
+
+@pytest.fixture
+def photo_png(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(synthetic_photo(96, 64)).save(path)
+    return path
