@@ -19,6 +19,7 @@ from PIL import Image
 from . import container
 from .errors import CorruptStreamError, LcodecError, WeightsMismatchError
 from .image_io import from_pixels, open_image, to_pixels
+from .tiling import ALIGN, Rect, choose_tile_size, padded
 
 DEFAULT_QUALITY = 4.0
 MIN_QUALITY, MAX_QUALITY = 1.0, 8.0
@@ -40,12 +41,17 @@ class Codec:
         model: name of the model to encode with (default: the manifest's default model).
     """
 
-    def __init__(self, device: str = "auto", model: str | None = None) -> None:
-        from .device import select_device, use_all_cores
+    def __init__(self, device: str = "auto", model: str | None = None, tile: int | None = None,
+                 max_memory_mb: int | None = None) -> None:
+        from .device import memory_budget, select_device, use_all_cores
 
         self.device = select_device(device)
         use_all_cores()
         self.model_name = model
+        if tile is not None and (tile < 0 or tile % ALIGN):
+            raise LcodecError(f"tile size must be 0 (automatic) or a multiple of {ALIGN}, got {tile}")
+        self.tile = tile or None
+        self.budget = memory_budget(self.device, max_memory_mb)
         self._pipelines: dict = {}
 
     def _pipeline(self, name: str | None, version: int | None = None):
@@ -63,9 +69,18 @@ class Codec:
         pipe = self._pipeline(self.model_name)
         entry = pipe.loaded.entry
         height, width = pixels.shape[:2]
-        stream = pipe.encode(pixels, q)
-        header = container.Header(width, height, channels, q, entry.name, entry.version, entry.digest)
-        return container.serialize(container.Container(header, [stream]))
+        tile = self.tile_size(width, height)
+        hyper, streams = pipe.encode(pixels, q, tile)
+        header = container.Header(width, height, channels, q, entry.name, entry.version, entry.digest,
+                                  tile_width=tile, tile_height=tile)
+        return container.serialize(container.Container(header, hyper, streams))
+
+    def tile_size(self, width: int, height: int) -> int:
+        """The tile size used for an image: ``--tile``, else the memory budget's choice
+        (0 when the image fits in one tile)."""
+        if self.tile:
+            return 0 if max(padded(width), padded(height)) <= self.tile else self.tile
+        return choose_tile_size(width, height, self.budget)
 
     def encode(self, image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY) -> bytes:
         """``.lc`` bytes of a Pillow image or an image file (conversions are warned about)."""
@@ -76,7 +91,9 @@ class Codec:
             warnings.warn(note, stacklevel=2)
         return self.encode_pixels(pixels, channels, quality)
 
-    def decode_pixels(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, container.Header]:
+    def decode_pixels(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, container.Header]:
+        """Decoded ``(H, W, 3)`` uint8 pixels (of ``region = (x, y, w, h)`` if given) and header."""
         parsed = container.parse(data)
         h = parsed.header
         if h.width * h.height > max_pixels:
@@ -84,18 +101,29 @@ class Codec:
                                      f"{max_pixels} pixels (raise it with --max-pixels)")
         if not MIN_QUALITY <= h.quality <= MAX_QUALITY:
             raise CorruptStreamError(f"quality {h.quality} is out of range")
-        if len(parsed.tiles) != 1 or h.tile_width or h.tile_height:
-            raise CorruptStreamError("tiled files are not supported by this version")
+        if h.tile_width != h.tile_height or h.tile_width % ALIGN:
+            raise CorruptStreamError(f"invalid tile size {h.tile_width}x{h.tile_height}")
+        rect = None
+        if region is not None:
+            x, y, w, hh = region
+            if w <= 0 or hh <= 0 or x < 0 or y < 0 or x + w > h.width or y + hh > h.height:
+                raise LcodecError(f"region {x},{y},{w},{hh} is not inside the {h.width}x{h.height} image")
+            rect = Rect(x, y, x + w, y + hh)
         pipe = self._pipeline(h.model_name, h.model_version)
         if pipe.loaded.entry.digest != h.model_digest:
             raise WeightsMismatchError(
                 f"the file was encoded with weights {h.model_name} v{h.model_version} "
                 f"#{h.model_digest.hex()}, but the installed ones are #{pipe.loaded.entry.digest.hex()}")
-        return pipe.decode(parsed.tiles[0], h.height, h.width, h.quality), h
+        out_w, out_h = (rect.width, rect.height) if rect else (h.width, h.height)
+        synthesis_tile = self.tile or choose_tile_size(out_w, out_h, self.budget)
+        pixels = pipe.decode(parsed.hyper, parsed.tiles, h.height, h.width, h.quality, h.tile_width, rect,
+                             synthesis_tile)
+        return pixels, h
 
-    def decode(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-        """The Pillow image (``RGB`` or ``L``) of ``.lc`` bytes."""
-        pixels, header = self.decode_pixels(data, max_pixels)
+    def decode(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+               region: tuple[int, int, int, int] | None = None) -> Image.Image:
+        """The Pillow image (``RGB`` or ``L``) of ``.lc`` bytes (or of a region of it)."""
+        pixels, header = self.decode_pixels(data, max_pixels, region)
         return from_pixels(pixels, header.channels)
 
 

@@ -133,6 +133,20 @@ def resolve_output(output: str | None, output_opt: str | None) -> str:
     return out
 
 
+def parse_region(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter("expected X,Y,W,H (four integers)", param_hint="--region") from None
+    return x, y, w, h
+
+
+tile_option = click.option("--tile", default=None, type=click.IntRange(min=0),
+                           help="Tile size in pixels (a multiple of 64); default: from --max-memory.")
+memory_option = click.option("--max-memory", default=None, type=click.IntRange(min=16),
+                             help="Working-memory budget of the transforms in MiB (picks the tile size).")
 device_option = click.option("--device", default="auto", show_default=True,
                              type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False),
                              help="Compute device; 'auto' uses CUDA when available.")
@@ -158,10 +172,12 @@ def main() -> None:
 @click.option("-q", "--quality", default=4.0, show_default=True, type=float,
               help="1 (smallest) .. 8 (best); fractional values allowed.")
 @click.option("--model", default=None, help="Model to encode with (default: the shipped default).")
+@tile_option
+@memory_option
 @device_option
 @quiet_option
 @reports_errors
-def encode(input_path, output, output_opt, quality, model, device, quiet):
+def encode(input_path, output, output_opt, quality, model, tile, max_memory, device, quiet):
     """Encode an image (PNG, JPEG, ...; '-' for stdin) into a .lc file."""
     from .api import Codec, check_quality
     from .image_io import open_image, to_pixels
@@ -174,7 +190,7 @@ def encode(input_path, output, output_opt, quality, model, device, quiet):
     if not quiet:
         for note in notices:
             click.echo(f"lcodec: note: {note}", err=True)
-    codec = Codec(device, model)
+    codec = Codec(device, model, tile=tile, max_memory_mb=max_memory)
     data = codec.encode_pixels(pixels, channels, quality)
     write_output(out, data)
     if not quiet:
@@ -192,12 +208,16 @@ def encode(input_path, output, output_opt, quality, model, device, quiet):
 @click.option("--format", "fmt", default=None,
               help="Output format (png, ppm, bmp, tiff, jpg, webp); default: from the extension, "
                    "PNG for stdout.")
-@click.option("--max-pixels", default=None, type=int,
+@click.option("--max-pixels", default=None, type=click.IntRange(min=1),
               help="Refuse images larger than this many pixels (default 2^28).")
+@click.option("--region", default=None, metavar="X,Y,W,H",
+              help="Decode only this rectangle (only the tiles it needs are decoded).")
+@tile_option
+@memory_option
 @device_option
 @quiet_option
 @reports_errors
-def decode(input_path, output, output_opt, fmt, max_pixels, device, quiet):
+def decode(input_path, output, output_opt, fmt, max_pixels, region, tile, max_memory, device, quiet):
     """Decode a .lc file ('-' for stdin) into an image."""
     from .api import DEFAULT_MAX_PIXELS, Codec
     from .image_io import encode_image, from_pixels, output_format
@@ -206,10 +226,11 @@ def decode(input_path, output, output_opt, fmt, max_pixels, device, quiet):
     pillow_format = output_format(out, fmt)
     t0 = time.perf_counter()
     data = read_input(input_path)
-    pixels, header = Codec(device).decode_pixels(data, max_pixels or DEFAULT_MAX_PIXELS)
+    codec = Codec(device, tile=tile, max_memory_mb=max_memory)
+    pixels, header = codec.decode_pixels(data, max_pixels or DEFAULT_MAX_PIXELS, parse_region(region))
     write_output(out, encode_image(from_pixels(pixels, header.channels), pillow_format))
     if not quiet:
-        click.echo(f"{input_path} -> {out}: {header.width}x{header.height} "
+        click.echo(f"{input_path} -> {out}: {pixels.shape[1]}x{pixels.shape[0]} "
                    f"{'gray' if header.channels == 1 else 'RGB'} {pillow_format} "
                    f"({time.perf_counter() - t0:.2f} s)", err=True)
 
@@ -229,4 +250,5 @@ def info(input_path, as_json):
     click.echo(f"{input_path}: lcodec format v{meta['format_version']}, {meta['width']}x{meta['height']} "
                f"{meta['mode']}, quality {meta['quality']:g}")
     click.echo(f"  model: {meta['model']} v{meta['model_version']} #{meta['model_digest']}")
-    click.echo(f"  size:  {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, {meta['tiles']} tile(s)")
+    tiling = f" of {meta['tile_size'][0]}x{meta['tile_size'][1]}" if meta["tile_size"] else ""
+    click.echo(f"  size:  {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, {meta['tiles']} tile(s){tiling}")

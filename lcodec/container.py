@@ -64,6 +64,8 @@ class Header:
             name = name_bytes.decode("utf-8")
         except UnicodeDecodeError:
             raise CorruptStreamError("HEAD chunk has a model name that is not UTF-8") from None
+        if not name.isprintable():  # it ends up in messages: no newlines or terminal escapes
+            raise CorruptStreamError("HEAD chunk has a model name with control characters")
         if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
             raise CorruptStreamError(f"invalid image size {w}x{h}")
         if c not in (1, 3) or depth != 8:
@@ -77,9 +79,11 @@ class Header:
 
 @dataclass
 class Container:
-    """A parsed ``.lc`` file: its header, one entropy-coded stream per tile, ancillary chunks."""
+    """A parsed ``.lc`` file: its header, the hyper-latent stream, one latent stream per tile,
+    and ancillary chunks."""
 
     header: Header
+    hyper: bytes
     tiles: list[bytes]
     ancillary: list[tuple[bytes, bytes]] = field(default_factory=list)
     version: int = FORMAT_VERSION
@@ -94,6 +98,7 @@ def serialize(container: Container) -> bytes:
     parts = [SIGNATURE, struct.pack("<H", FORMAT_VERSION), _chunk(b"HEAD", container.header.pack())]
     for kind, payload in container.ancillary:
         parts.append(_chunk(kind, payload))
+    parts.append(_chunk(b"HYPR", container.hyper))
     for i, stream in enumerate(container.tiles):
         parts.append(_chunk(b"TILE", struct.pack("<I", i) + stream))
     parts.append(_chunk(b"END\x00", b""))
@@ -124,7 +129,8 @@ def _chunks(data: bytes, pos: int):
 
 
 def _name(kind: bytes) -> str:
-    return kind.decode("ascii", "replace").rstrip("\x00") or "?"
+    """A chunk type for messages: printable ASCII as is, any other byte as ``\\xNN``."""
+    return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in kind.rstrip(b"\x00")) or "?"
 
 
 def parse(data: bytes) -> Container:
@@ -136,6 +142,7 @@ def parse(data: bytes) -> Container:
         raise UnsupportedVersionError(f"format version {version} is not supported by this lcodec "
                                       f"(supports {', '.join(map(str, SUPPORTED_VERSIONS))})")
     header: Header | None = None
+    hyper: bytes | None = None
     tiles: list[bytes] = []
     ancillary: list[tuple[bytes, bytes]] = []
     for kind, payload, pos in _chunks(data, len(SIGNATURE) + 2):
@@ -145,7 +152,13 @@ def parse(data: bytes) -> Container:
             if header is not None:
                 raise CorruptStreamError("more than one HEAD chunk")
             header = Header.unpack(payload)
+        elif kind == b"HYPR":
+            if hyper is not None or tiles:
+                raise CorruptStreamError("HYPR chunk repeated or after the tiles")
+            hyper = payload
         elif kind == b"TILE":
+            if hyper is None:
+                raise CorruptStreamError("TILE chunk before the HYPR chunk")
             if len(payload) < 4:
                 raise CorruptStreamError(f"TILE chunk at byte {pos} is too short")
             (index,) = struct.unpack_from("<I", payload)
@@ -157,9 +170,9 @@ def parse(data: bytes) -> Container:
         elif kind[:1].islower():
             ancillary.append((kind, payload))
         else:
-            raise UnsupportedVersionError(f"unknown critical chunk {_name(kind)!r}: "
+            raise UnsupportedVersionError(f"unknown critical chunk '{_name(kind)}': "
                                           "the file needs a newer lcodec")
     assert header is not None
-    if not tiles:
-        raise CorruptStreamError("file has no image data (no TILE chunk)")
-    return Container(header, tiles, ancillary, version)
+    if hyper is None or not tiles:
+        raise CorruptStreamError("file has no image data (no HYPR or TILE chunk)")
+    return Container(header, hyper, tiles, ancillary, version)

@@ -39,3 +39,27 @@ def use_all_cores() -> None:
     import torch
 
     torch.set_num_threads(cpu_count())
+
+
+DEFAULT_CPU_BUDGET = 512 << 20
+
+
+def memory_budget(device, max_memory_mb: int | None = None) -> int:
+    """Bytes the transforms may use for one tile's working set.
+
+    ``--max-memory`` wins; otherwise on CUDA a third of the free GPU memory, and on the CPU
+    512 MiB or a quarter of the available RAM, whichever is smaller.
+    """
+    if max_memory_mb:
+        return int(max_memory_mb) << 20
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 3)
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable"))
+        return min(DEFAULT_CPU_BUDGET, avail // 4)
+    except (OSError, StopIteration, ValueError):
+        return DEFAULT_CPU_BUDGET

@@ -7,6 +7,8 @@ No torch here.
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,6 +17,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, UnsupportedImageError
 
+# Pillow reports damaged files through ``logging`` and ``warnings`` besides its exceptions;
+# unconfigured, those reach stderr and break the one-line errors of the command line.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
+
 # Output formats by file extension (decode chooses the format from the output's name).
 OUTPUT_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM", ".bmp": "BMP",
                   ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -22,9 +28,25 @@ _SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless":
                  "PNG": {"compress_level": 6}}
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -> Image.Image:
-    """Open and fully load an image; errors a user can cause become :class:`InputError` s."""
+    """Open and fully load an image; errors a user can cause become :class:`InputError` s.
+
+    Any failure of Pillow on the file's content means a damaged or hostile file, so it is an
+    :class:`UnsupportedImageError` whatever its Python type. Pillow's warnings (damaged EXIF,
+    images above its decompression-bomb warning size) are silenced; its bomb *error* (twice
+    that size) stays an error.
+    """
     label = name or (str(source) if isinstance(source, (str, Path)) else "input")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _open_image(source, label)
+
+
+def _open_image(source: str | Path | bytes | BinaryIO, label: str) -> Image.Image:
     try:
         if isinstance(source, bytes):
             if not source:
@@ -34,13 +56,15 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
             p = Path(source)
             if p.is_dir():
                 raise InputError(f"{label} is a directory, not an image")
-            if p.exists() and p.stat().st_size == 0:
+            if p.is_file() and p.stat().st_size == 0:  # not pipes: /dev/stdin, <(...)
                 raise UnsupportedImageError(f"{label} is empty")
         img = Image.open(source)
         if getattr(img, "n_frames", 1) > 1:
             raise UnsupportedImageError(f"{label} is animated ({img.n_frames} frames); "
                                         "lcodec codes still images only")
         img.load()
+        if img.width < 1 or img.height < 1:
+            raise UnsupportedImageError(f"{label} has no pixels ({img.width}x{img.height})")
         return img
     except FileNotFoundError:
         raise InputError(f"{label}: no such file") from None
@@ -48,10 +72,14 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         raise InputError(f"{label}: permission denied") from None
     except UnidentifiedImageError:
         raise UnsupportedImageError(f"{label} is not an image (or a format Pillow cannot read)") from None
+    except IsADirectoryError:
+        raise InputError(f"{label} is a directory, not an image") from None
     except Image.DecompressionBombError as exc:
-        raise UnsupportedImageError(f"{label}: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UnsupportedImageError(f"{label} could not be read as an image ({exc})") from None
+        raise UnsupportedImageError(f"{label}: {_one_line(exc)}") from None
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on damaged files
+        raise UnsupportedImageError(f"{label} could not be read as an image ({_one_line(exc)})") from None
 
 
 def to_pixels(img: Image.Image) -> tuple[np.ndarray, int, list[str]]:
@@ -62,11 +90,18 @@ def to_pixels(img: Image.Image) -> tuple[np.ndarray, int, list[str]]:
     not fully opaque is refused rather than dropped.
     """
     notices: list[str] = []
-    img = ImageOps.exif_transpose(img)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - damaged EXIF: keep the stored orientation
+        notices.append("damaged EXIF data ignored (orientation not applied)")
     mode = img.mode
     if mode in ("P", "PA"):
         img = img.convert("RGBA")
         notices.append("palette image converted to RGB")
+    if img.mode in ("La", "RGBa"):  # premultiplied alpha (in-memory images only)
+        img = img.convert(img.mode[:-1] + "A")
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
         alpha = np.asarray(img.getchannel("A"))
         if alpha.min() < 255:

@@ -7,9 +7,17 @@ reproducibility). ``hyper_synthesis`` produces the parameters handed to the entr
 so it runs on the CPU in float64 identically in encoder and decoder; scales become integer
 indexes into the scale table by comparison only (no transcendental function at decode).
 
-Symbols: ``z`` is coded as ``round(z)`` with one table per channel; ``y`` as
-``round(y - mean)`` with the table of the smallest tabulated scale >= the predicted scale.
-Each tile's ``z`` then ``y`` form one range-coded stream.
+Symbols: ``z`` is coded as ``round(z)`` with one table per channel, in one stream for the
+whole image; ``y`` as ``round(y - mean)`` with the table of the smallest tabulated scale >=
+the predicted scale, in one stream per tile.
+
+Large images are processed in tiles (:mod:`lcodec.tiling`) so that the transforms' memory
+depends on the tile size, not the image size (only the latents, 1/256 of the pixels times M
+channels, are held whole). Every transform of a tile sees a halo of its neighbours and keeps
+only the tile's part, so tiled latents, hyper-latents and entropy parameters equal the
+whole-image ones up to float rounding and the reconstruction shows no seams. A tile's latent
+stream depends only on the (small, global) hyper-latent, so a region decodes from its own
+tiles. The synthesis works on tiles of the decoder's choosing (its memory budget).
 """
 from __future__ import annotations
 
@@ -17,10 +25,11 @@ import copy
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .entropy import StreamDecoder, StreamEncoder
 from .errors import CorruptStreamError
+from .tiling import (ALIGN, HYPER_ANALYSIS_HALO, HYPER_SYNTHESIS_HALO, LATENT_HALO, LATENT_STRIDE,
+                     PIXEL_HALO, Z_STRIDE, Rect, image_rect, tile_grid)
 from .weights import LoadedModel
 
 
@@ -33,66 +42,143 @@ class CodecPipeline:
         # channels-last convolutions measured ~1.6x faster than NCHW on CPU (oneDNN).
         self.model = copy.deepcopy(loaded.model).to(device, memory_format=torch.channels_last).eval()
         self.hyper64 = copy.deepcopy(loaded.model).double().eval()  # CPU, float64
-        self.stride = loaded.model.downsampling
 
-    # -- helpers ------------------------------------------------------------------------------
-    def _pad(self, pixels: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None].float().div_(255)
-        h, w = x.shape[2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
+    # -- pixels <-> latents ---------------------------------------------------------------------
+    def _window(self, pixels: np.ndarray, rect: Rect) -> torch.Tensor:
+        """Pixels of ``rect`` of the padded image (edge-replicated beyond the image) on device."""
+        h, w = pixels.shape[:2]
+        part = pixels[rect.y0:min(rect.y1, h), rect.x0:min(rect.x1, w)]
+        ph, pw = rect.height - part.shape[0], rect.width - part.shape[1]
         if ph or pw:  # replicate the borders: cheaper to code than zeros
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return x
+            part = np.pad(part, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        x = torch.from_numpy(np.array(part, dtype=np.uint8)).permute(2, 0, 1)[None].float().div_(255)
+        return x.to(self.device, memory_format=torch.channels_last)
 
-    def _entropy_params(self, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Means (float64) and scale-table indexes of ``y`` from the decoded ``z`` symbols."""
-        z = torch.from_numpy(z_symbols.astype(np.float64))
+    def analyse(self, pixels: np.ndarray, quality: float, tile: Rect, full: Rect) -> torch.Tensor:
+        """The latent ``y`` of one tile, computed with a halo of surrounding pixels."""
+        window = tile.grow(PIXEL_HALO, full) if tile != full else tile
+        with torch.inference_mode():
+            y = self.model.analysis(self._window(pixels, window), quality)
+        inner = tile.shifted(-window.x0, -window.y0).scaled(LATENT_STRIDE)
+        return y[:, :, inner.y0:inner.y1, inner.x0:inner.x1]
+
+    # -- latents <-> streams ----------------------------------------------------------------------
+    def hyper_analyse(self, y_full: np.ndarray, tiles: list[Rect], full: Rect) -> np.ndarray:
+        """``round(h_a(y))`` (int64, ``(1, N, H/64, W/64)``), tile by tile with a halo of ``y``."""
+        full_y = full.scaled(LATENT_STRIDE)
+        m = self.loaded.model
+        z_sym = np.zeros((1, m.N, full_y.height // Z_STRIDE, full_y.width // Z_STRIDE), dtype=np.int64)
+        for tile in tiles:
+            inner = tile.scaled(LATENT_STRIDE)
+            win = inner.grow(HYPER_ANALYSIS_HALO, full_y) if tile != full else inner
+            y = torch.from_numpy(np.ascontiguousarray(y_full[None, :, win.y0:win.y1, win.x0:win.x1]))
+            with torch.inference_mode():
+                z = self.model.hyper_analysis(y.to(self.device, memory_format=torch.channels_last))
+            z = z.double().cpu().numpy()
+            if not np.isfinite(z).all():
+                raise ValueError("the hyper-analysis transform produced non-finite values")
+            zin = inner.shifted(-win.x0, -win.y0).scaled(Z_STRIDE)
+            zt = inner.scaled(Z_STRIDE)
+            z_sym[:, :, zt.y0:zt.y1, zt.x0:zt.x1] = np.rint(z[:, :, zin.y0:zin.y1, zin.x0:zin.x1])
+        return z_sym
+
+    def entropy_params(self, z_sym: np.ndarray, tile: Rect, full: Rect) -> tuple[np.ndarray, np.ndarray]:
+        """Means (float64) and scale-table indexes of the ``y`` of ``tile``, from the decoded
+        hyper-latent (with a halo of ``z``), computed on the CPU in float64."""
+        full_z = full.scaled(ALIGN)
+        inner = tile.scaled(ALIGN)
+        win = inner.grow(HYPER_SYNTHESIS_HALO, full_z) if tile != full else inner
+        z = torch.from_numpy(z_sym[:, :, win.y0:win.y1, win.x0:win.x1].astype(np.float64))
         with torch.inference_mode():
             means, scales = self.hyper64.hyper_synthesis(z)
+        crop = inner.shifted(-win.x0, -win.y0)
+        ys = (slice(None), slice(None), slice(crop.y0 * Z_STRIDE, crop.y1 * Z_STRIDE),
+              slice(crop.x0 * Z_STRIDE, crop.x1 * Z_STRIDE))
         table = self.loaded.scale_table
-        idx = np.searchsorted(table, scales.numpy(), side="left")
-        return means.numpy(), np.minimum(idx, len(table) - 1)
+        idx = np.searchsorted(table, scales.numpy()[ys], side="left")
+        return means.numpy()[ys], np.minimum(idx, len(table) - 1)
 
     def _z_table_ids(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[1]).reshape(1, -1, 1, 1), shape)
 
-    def latent_shape(self, height: int, width: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Shapes of ``z`` and ``y`` for an image of the given size."""
-        m = self.loaded.model
-        zh, zw = -(-height // self.stride), -(-width // self.stride)
-        return (1, m.N, zh, zw), (1, m.M, zh * 4, zw * 4)
-
-    # -- coding -------------------------------------------------------------------------------
-    def encode(self, pixels: np.ndarray, quality: float) -> bytes:
-        """One entropy-coded stream for an ``(H, W, 3)`` uint8 array."""
-        x = self._pad(pixels).to(self.device, memory_format=torch.channels_last)
-        with torch.inference_mode():
-            y = self.model.analysis(x, quality)
-            z = self.model.hyper_analysis(y)
-        y = y.double().cpu().numpy()
-        z_sym = np.rint(z.double().cpu().numpy()).astype(np.int64)
-        if not (np.isfinite(y).all() and np.isfinite(z.cpu().numpy()).all()):
+    # -- whole images -------------------------------------------------------------------------------
+    def encode(self, pixels: np.ndarray, quality: float, tile_size: int = 0) -> tuple[bytes, list[bytes]]:
+        """The hyper-latent stream and one latent stream per tile (raster order) of an
+        ``(H, W, 3)`` uint8 array."""
+        h, w = pixels.shape[:2]
+        full = image_rect(w, h)
+        tiles = tile_grid(w, h, tile_size)
+        full_y = full.scaled(LATENT_STRIDE)
+        y_full = np.zeros((self.loaded.model.M, full_y.height, full_y.width), dtype=np.float32)
+        for tile in tiles:
+            lat = tile.scaled(LATENT_STRIDE)
+            y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = self.analyse(pixels, quality, tile, full)[0].cpu().numpy()
+        if not np.isfinite(y_full).all():
             raise ValueError("the analysis transform produced non-finite values")
-        means, idx = self._entropy_params(z_sym)
-        y_sym = np.rint(y - means).astype(np.int64)
+        z_sym = self.hyper_analyse(y_full, tiles, full)
         enc = StreamEncoder()
         enc.encode(z_sym, self._z_table_ids(z_sym.shape), self.loaded.z_tables)
-        enc.encode(y_sym, idx, self.loaded.y_tables)
-        return enc.finish()
+        hyper = enc.finish()
+        streams = []
+        for tile in tiles:
+            means, idx = self.entropy_params(z_sym, tile, full)
+            lat = tile.scaled(LATENT_STRIDE)
+            y = y_full[None, :, lat.y0:lat.y1, lat.x0:lat.x1].astype(np.float64)
+            enc = StreamEncoder()
+            enc.encode(np.rint(y - means).astype(np.int64), idx, self.loaded.y_tables)
+            streams.append(enc.finish())
+        return hyper, streams
 
-    def decode(self, stream: bytes, height: int, width: int, quality: float) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 pixels of one stream."""
-        z_shape, y_shape = self.latent_shape(height, width)
-        dec = StreamDecoder(stream)
-        z_sym = dec.decode(self._z_table_ids(z_shape), self.loaded.z_tables)
-        means, idx = self._entropy_params(z_sym)
-        if means.shape != y_shape:
-            raise CorruptStreamError("latent shape mismatch")
-        y_sym = dec.decode(idx, self.loaded.y_tables)
+    def decode(self, hyper: bytes, streams: list[bytes], height: int, width: int, quality: float,
+               tile_size: int = 0, region: Rect | None = None, synthesis_tile: int = 0) -> np.ndarray:
+        """The uint8 pixels of ``region`` (default: the whole image).
+
+        Only the tiles whose latents the region's synthesis needs are entropy-decoded.
+        ``synthesis_tile`` bounds the synthesis working set (0: one pass over the region).
+        """
+        full = image_rect(width, height)
+        tiles = tile_grid(width, height, tile_size)
+        if len(streams) != len(tiles):
+            raise CorruptStreamError(f"file has {len(streams)} tile(s) where its size and tiling "
+                                     f"need {len(tiles)}")
+        m = self.loaded.model
+        full_z = full.scaled(ALIGN)
+        dec = StreamDecoder(hyper)
+        z_sym = dec.decode(self._z_table_ids((1, m.N, full_z.height, full_z.width)), self.loaded.z_tables)
         dec.check_exhausted()
-        y_hat = torch.from_numpy((y_sym + means).astype(np.float32))
-        y_hat = y_hat.to(self.device, memory_format=torch.channels_last)
-        with torch.inference_mode():
-            x_hat = self.model.synthesis(y_hat, quality)
-            x_hat = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round()
-            return x_hat.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        region = region or Rect(0, 0, width, height)
+        full_y = full.scaled(LATENT_STRIDE)
+        # Output tiles of the synthesis covering the region, each with its latent window.
+        jobs = []
+        for out in tile_grid(width, height, synthesis_tile):
+            out = Rect(max(out.x0, region.x0), max(out.y0, region.y0),
+                       min(out.x1, region.x1), min(out.y1, region.y1))
+            if out.width <= 0 or out.height <= 0:
+                continue
+            s = LATENT_STRIDE
+            snapped = Rect(out.x0 // s * s, out.y0 // s * s, -(-out.x1 // s) * s, -(-out.y1 // s) * s)
+            jobs.append((out, snapped.scaled(s).grow(LATENT_HALO, full_y)))
+        y_hat = np.zeros((m.M, full_y.height, full_y.width), dtype=np.float32)
+        for i, tile in enumerate(tiles):
+            lat = tile.scaled(LATENT_STRIDE)
+            if not any(lat.intersects(win) for _, win in jobs):
+                continue
+            try:
+                means, idx = self.entropy_params(z_sym, tile, full)
+                dec = StreamDecoder(streams[i])
+                y_sym = dec.decode(idx, self.loaded.y_tables)
+                dec.check_exhausted()
+            except CorruptStreamError as exc:
+                raise CorruptStreamError(f"tile {i}: {exc}" if len(tiles) > 1 else str(exc)) from None
+            y_hat[:, lat.y0:lat.y1, lat.x0:lat.x1] = (y_sym + means)[0]
+        result = np.empty((region.height, region.width, 3), dtype=np.uint8)
+        for out, win in jobs:
+            y = torch.from_numpy(np.ascontiguousarray(y_hat[None, :, win.y0:win.y1, win.x0:win.x1]))
+            y = y.to(self.device, memory_format=torch.channels_last)
+            with torch.inference_mode():
+                x = self.model.synthesis(y, quality)
+                ox, oy = out.x0 - win.x0 * LATENT_STRIDE, out.y0 - win.y0 * LATENT_STRIDE
+                x = x[0, :, oy:oy + out.height, ox:ox + out.width].clamp(0, 1).mul(255).round()
+                pix = x.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            result[out.y0 - region.y0:out.y1 - region.y0, out.x0 - region.x0:out.x1 - region.x0] = pix
+        return result

@@ -14,13 +14,15 @@ HEADER = container.Header(width=65, height=129, channels=3, quality=3.5, model_n
 
 
 def sample(ancillary=()) -> bytes:
-    return container.serialize(container.Container(HEADER, [b"\x01\x02\x03\x04" * 5], list(ancillary)))
+    return container.serialize(container.Container(HEADER, b"\x09" * 8, [b"\x01\x02\x03\x04" * 5],
+                                                   list(ancillary)))
 
 
 def test_round_trip():
     parsed = container.parse(sample())
     assert parsed.header == HEADER
     assert parsed.tiles == [b"\x01\x02\x03\x04" * 5]
+    assert parsed.hyper == b"\x09" * 8
     assert parsed.version == container.FORMAT_VERSION
 
 
@@ -35,7 +37,7 @@ def test_layout_is_little_endian_and_starts_with_signature():
     assert data[-12:-8] == b"END\x00"
 
 
-@pytest.mark.parametrize("cut", range(0, 140, 1))
+@pytest.mark.parametrize("cut", range(0, 160, 1))
 def test_every_truncation_is_rejected(cut):
     data = sample()
     if cut >= len(data):
@@ -97,6 +99,6 @@ def test_lying_length_is_rejected():
 
 def test_zero_size_image_is_rejected():
     bad = container.Header(0, 5, 3, 4.0, "hyperprior", 1, bytes(8))
-    data = container.serialize(container.Container(bad, [b""]))
+    data = container.serialize(container.Container(bad, b"", [b""]))
     with pytest.raises(CorruptStreamError, match="image size"):
         container.parse(data)

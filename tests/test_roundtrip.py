@@ -80,7 +80,7 @@ def test_file_from_other_weights_is_refused(codec):
     h = parsed.header
     other = container.Header(h.width, h.height, h.channels, h.quality, h.model_name,
                              h.model_version, b"\xff" * 8)
-    forged = container.serialize(container.Container(other, parsed.tiles))
+    forged = container.serialize(container.Container(other, parsed.hyper, parsed.tiles))
     with pytest.raises(WeightsMismatchError, match="encoded with weights"):
         codec.decode(forged)
 
@@ -91,4 +91,4 @@ def test_unknown_model_version_is_refused(codec):
     h = parsed.header
     other = container.Header(h.width, h.height, h.channels, h.quality, h.model_name, 999, h.model_digest)
     with pytest.raises(LcodecError, match="not installed"):
-        codec.decode(container.serialize(container.Container(other, parsed.tiles)))
+        codec.decode(container.serialize(container.Container(other, parsed.hyper, parsed.tiles)))
