@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 KODAK  ?= ../shared/data/kodak
 TRAIN  ?= ../shared/data/train
 
-.PHONY: setup demo test bench train export clean
+.PHONY: setup demo test bench train fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: setup
 bench: setup
 	$(BIN)/pip install -q -e ".[test,eval]"
 	$(BIN)/python -m lcodec.eval.benchmark --kodak $(KODAK) --out docs/
+
+# Longer fuzzing of the decoder (atheris when installed, else a built-in mutation loop).
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	OMP_NUM_THREADS=1 $(BIN)/python tests/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS)
 
 # Reproduce the shipped weights (see docs/model-card.md): resumes runs/hyperprior if present.
 train: setup

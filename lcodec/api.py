@@ -4,21 +4,24 @@
 >>> data = lcodec.encode(Image.open("photo.png"), quality=4)
 >>> image = lcodec.decode(data)
 
-:class:`Codec` keeps loaded models (one per weights version) for repeated use; the
-module-level functions share one per device. This layer ties the parts together: image I/O,
-the codec pipeline, the container and the weights. It never prints.
+Transparency (a lossless alpha plane), the ICC profile and EXIF travel with the pixels
+(``strip=True`` drops ICC and EXIF). :class:`Codec` keeps loaded models (one per weights
+version) for repeated use; the module-level functions share one per device. This layer ties
+the parts together: image I/O, metadata, the codec pipeline, the container and the weights.
+It never prints.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from . import container
+from . import container, metadata
 from .errors import CorruptStreamError, LcodecError, WeightsMismatchError
-from .image_io import from_pixels, open_image, to_pixels
+from .image_io import from_pixels, open_image, to_planes
 from .tiling import ALIGN, Rect, choose_tile_size, padded
 
 DEFAULT_QUALITY = 4.0
@@ -31,6 +34,71 @@ def check_quality(quality: float) -> float:
     if not MIN_QUALITY <= q <= MAX_QUALITY:
         raise LcodecError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality}")
     return float(np.float32(q))  # what the container stores, so encoder and decoder agree
+
+
+@dataclass
+class Prepared:
+    """An image made ready for the encoder: upright ``(H, W, 3)`` uint8 pixels, 1 or 3
+    ``channels``, the ``(H, W)`` alpha plane (None when opaque), the ICC profile and EXIF to
+    keep, and notices about conversions."""
+
+    pixels: np.ndarray
+    channels: int
+    alpha: np.ndarray | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def prepare(image: Image.Image | str | Path | bytes, strip: bool = False) -> Prepared:
+    """Planes and metadata of an image (a Pillow image, a path or the bytes of a file).
+
+    ``strip`` drops the ICC profile and EXIF (the EXIF orientation is applied either way).
+    """
+    if not isinstance(image, Image.Image):
+        image = open_image(image)
+    icc = exif = None
+    notices: list[str] = []
+    if not strip:
+        icc, exif, notices = metadata.extract(image)
+    pixels, channels, alpha, more = to_planes(image)
+    return Prepared(pixels, channels, alpha, icc, exif, more + notices)
+
+
+@dataclass
+class Decoded:
+    """What a ``.lc`` file decodes to: ``(H, W, 3)`` uint8 pixels (of the region if one was
+    asked for), the header, the alpha plane (None when opaque), ICC profile and EXIF."""
+
+    pixels: np.ndarray
+    header: container.Header
+    alpha: np.ndarray | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+
+    @property
+    def mode(self) -> str:
+        base = "L" if self.header.channels == 1 else "RGB"
+        return base + "A" if self.alpha is not None else base
+
+    def to_image(self, strip: bool = False) -> Image.Image:
+        """A Pillow image (``L``, ``LA``, ``RGB`` or ``RGBA``) carrying the ICC profile and
+        EXIF in ``info`` (unless ``strip``)."""
+        img = from_pixels(self.pixels, self.header.channels, self.alpha)
+        if not strip:
+            if self.icc:
+                img.info["icc_profile"] = self.icc
+            if self.exif:
+                img.info["exif"] = metadata.exif_for_pillow(self.exif)
+        return img
 
 
 class Codec:
@@ -63,9 +131,16 @@ class Codec:
             self._pipelines[key] = CodecPipeline(load_model(name, version), self.device)
         return self._pipelines[key]
 
-    def encode_pixels(self, pixels: np.ndarray, channels: int, quality: float = DEFAULT_QUALITY) -> bytes:
-        """``.lc`` bytes of an ``(H, W, 3)`` uint8 array (``channels`` 1 marks grayscale)."""
+    def encode_pixels(self, pixels: np.ndarray, channels: int, quality: float = DEFAULT_QUALITY, *,
+                      alpha: np.ndarray | None = None, icc: bytes | None = None,
+                      exif: bytes | None = None) -> bytes:
+        """``.lc`` bytes of an ``(H, W, 3)`` uint8 array (``channels`` 1 marks grayscale), with
+        an optional ``(H, W)`` uint8 ``alpha`` plane (coded losslessly), ICC profile and EXIF."""
         q = check_quality(quality)
+        if alpha is not None and tuple(alpha.shape) != tuple(pixels.shape[:2]):
+            raise LcodecError(f"alpha plane of shape {alpha.shape} does not match the "
+                              f"{pixels.shape[1]}x{pixels.shape[0]} image")
+        ancillary = metadata.ancillary_chunks(icc, exif)
         pipe = self._pipeline(self.model_name)
         entry = pipe.loaded.entry
         height, width = pixels.shape[:2]
@@ -73,7 +148,9 @@ class Codec:
         hyper, streams = pipe.encode(pixels, q, tile)
         header = container.Header(width, height, channels, q, entry.name, entry.version, entry.digest,
                                   tile_width=tile, tile_height=tile)
-        return container.serialize(container.Container(header, hyper, streams))
+        alpha_payload = metadata.pack_alpha(alpha) if alpha is not None else None
+        return container.serialize(container.Container(header, hyper, streams, ancillary,
+                                                       alpha=alpha_payload))
 
     def tile_size(self, width: int, height: int) -> int:
         """The tile size used for an image: ``--tile``, else the memory budget's choice
@@ -82,23 +159,41 @@ class Codec:
             return 0 if max(padded(width), padded(height)) <= self.tile else self.tile
         return choose_tile_size(width, height, self.budget)
 
-    def encode(self, image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY) -> bytes:
-        """``.lc`` bytes of a Pillow image or an image file (conversions are warned about)."""
-        if not isinstance(image, Image.Image):
-            image = open_image(image)
-        pixels, channels, notices = to_pixels(image)
-        for note in notices:
+    def encode(self, image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY,
+               strip: bool = False) -> bytes:
+        """``.lc`` bytes of a Pillow image or an image file (conversions are warned about).
+
+        Transparency is kept losslessly, and the ICC profile and EXIF unless ``strip``."""
+        prep = prepare(image, strip)
+        for note in prep.notices:
             warnings.warn(note, stacklevel=2)
-        return self.encode_pixels(pixels, channels, quality)
+        return self.encode_prepared(prep, quality)
+
+    def encode_prepared(self, prep: Prepared, quality: float = DEFAULT_QUALITY) -> bytes:
+        """``.lc`` bytes of a :func:`prepare` d image."""
+        return self.encode_pixels(prep.pixels, prep.channels, quality, alpha=prep.alpha,
+                                  icc=prep.icc, exif=prep.exif)
 
     def decode_pixels(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                       region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, container.Header]:
         """Decoded ``(H, W, 3)`` uint8 pixels (of ``region = (x, y, w, h)`` if given) and header."""
+        decoded = self.decode_full(data, max_pixels, region)
+        return decoded.pixels, decoded.header
+
+    def decode_full(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    region: tuple[int, int, int, int] | None = None) -> Decoded:
+        """Everything a ``.lc`` file holds, decoded (pixels, alpha, ICC, EXIF; of ``region =
+        (x, y, w, h)`` if given)."""
         parsed = container.parse(data)
         h = parsed.header
         if h.width * h.height > max_pixels:
             raise CorruptStreamError(f"image of {h.width}x{h.height} exceeds the limit of "
                                      f"{max_pixels} pixels (raise it with --max-pixels)")
+        if padded(h.width) * padded(h.height) > max(max_pixels, padded(1) ** 2):
+            # the codec works on 64-pixel multiples: 2^28 x 1 would mean 64 x 2^28 of latents
+            raise CorruptStreamError(f"image of {h.width}x{h.height} (coded as {padded(h.width)}x"
+                                     f"{padded(h.height)}) exceeds the limit of {max_pixels} pixels "
+                                     "(raise it with --max-pixels)")
         if not MIN_QUALITY <= h.quality <= MAX_QUALITY:
             raise CorruptStreamError(f"quality {h.quality} is out of range")
         if h.tile_width != h.tile_height or h.tile_width % ALIGN:
@@ -116,24 +211,33 @@ class Codec:
                 f"#{h.model_digest.hex()}, but the installed ones are #{pipe.loaded.entry.digest.hex()}")
         out_w, out_h = (rect.width, rect.height) if rect else (h.width, h.height)
         synthesis_tile = self.tile or choose_tile_size(out_w, out_h, self.budget)
+        alpha = None
+        if parsed.alpha is not None:
+            alpha = metadata.unpack_alpha(parsed.alpha, h.width, h.height)
+            if rect is not None:
+                alpha = np.ascontiguousarray(alpha[rect.y0:rect.y1, rect.x0:rect.x1])
         pixels = pipe.decode(parsed.hyper, parsed.tiles, h.height, h.width, h.quality, h.tile_width, rect,
                              synthesis_tile)
-        return pixels, h
+        icc, exif = metadata.read_ancillary(parsed.ancillary)
+        return Decoded(pixels, h, alpha, icc, exif)
 
     def decode(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
-               region: tuple[int, int, int, int] | None = None) -> Image.Image:
-        """The Pillow image (``RGB`` or ``L``) of ``.lc`` bytes (or of a region of it)."""
-        pixels, header = self.decode_pixels(data, max_pixels, region)
-        return from_pixels(pixels, header.channels)
+               region: tuple[int, int, int, int] | None = None, strip: bool = False) -> Image.Image:
+        """The Pillow image (``L``, ``LA``, ``RGB`` or ``RGBA``) of ``.lc`` bytes (or of a
+        region of it), with the ICC profile and EXIF in ``info`` unless ``strip``."""
+        return self.decode_full(data, max_pixels, region).to_image(strip)
 
 
 def info(data: bytes) -> dict:
     """What a ``.lc`` file holds, without decoding it."""
     parsed = container.parse(data)
     h = parsed.header
+    icc, exif = metadata.read_ancillary(parsed.ancillary)
+    mode = ("L" if h.channels == 1 else "RGB") + ("A" if parsed.alpha is not None else "")
     return {"format_version": parsed.version, "model": h.model_name, "model_version": h.model_version,
             "model_digest": h.model_digest.hex(), "width": h.width, "height": h.height,
-            "mode": "L" if h.channels == 1 else "RGB", "quality": round(h.quality, 4),
+            "mode": mode, "quality": round(h.quality, 4),
+            "alpha": parsed.alpha is not None, "icc_bytes": len(icc or b""), "exif_bytes": len(exif or b""),
             "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 5),
             "tiles": len(parsed.tiles),
             "tile_size": [h.tile_width, h.tile_height] if h.tile_width else None}
@@ -148,11 +252,12 @@ def _default_codec(device: str) -> Codec:
     return _DEFAULT_CODECS[device]
 
 
-def encode(image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY, device: str = "auto") -> bytes:
+def encode(image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY, device: str = "auto",
+           strip: bool = False) -> bytes:
     """``.lc`` bytes of an image (see :meth:`Codec.encode`)."""
-    return _default_codec(device).encode(image, quality)
+    return _default_codec(device).encode(image, quality, strip=strip)
 
 
-def decode(data: bytes, device: str = "auto") -> Image.Image:
+def decode(data: bytes, device: str = "auto", strip: bool = False) -> Image.Image:
     """The image of ``.lc`` bytes (see :meth:`Codec.decode`)."""
-    return _default_codec(device).decode(data)
+    return _default_codec(device).decode(data, strip=strip)

@@ -58,7 +58,7 @@ class Header:
         digest = payload[_HEAD.size:_HEAD.size + 8]
         n = payload[_HEAD.size + 8]
         name_bytes = payload[_HEAD.size + 9:_HEAD.size + 9 + n]
-        if len(name_bytes) != n or len(payload) != _HEAD.size + 9 + n:
+        if n == 0 or len(name_bytes) != n or len(payload) != _HEAD.size + 9 + n:
             raise CorruptStreamError("HEAD chunk has a bad model name length")
         try:
             name = name_bytes.decode("utf-8")
@@ -87,6 +87,7 @@ class Container:
     tiles: list[bytes]
     ancillary: list[tuple[bytes, bytes]] = field(default_factory=list)
     version: int = FORMAT_VERSION
+    alpha: bytes | None = None     # payload of the ALPH chunk (method byte + data), if any
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -98,6 +99,8 @@ def serialize(container: Container) -> bytes:
     parts = [SIGNATURE, struct.pack("<H", FORMAT_VERSION), _chunk(b"HEAD", container.header.pack())]
     for kind, payload in container.ancillary:
         parts.append(_chunk(kind, payload))
+    if container.alpha is not None:
+        parts.append(_chunk(b"ALPH", container.alpha))
     parts.append(_chunk(b"HYPR", container.hyper))
     for i, stream in enumerate(container.tiles):
         parts.append(_chunk(b"TILE", struct.pack("<I", i) + stream))
@@ -145,6 +148,7 @@ def parse(data: bytes) -> Container:
     hyper: bytes | None = None
     tiles: list[bytes] = []
     ancillary: list[tuple[bytes, bytes]] = []
+    alpha: bytes | None = None
     for kind, payload, pos in _chunks(data, len(SIGNATURE) + 2):
         if header is None and kind != b"HEAD":
             raise CorruptStreamError("the first chunk is not HEAD")
@@ -165,6 +169,12 @@ def parse(data: bytes) -> Container:
             if index != len(tiles):
                 raise CorruptStreamError(f"tile {index} is out of order (expected {len(tiles)})")
             tiles.append(payload[4:])
+        elif kind == b"ALPH":
+            if alpha is not None or hyper is not None:
+                raise CorruptStreamError("ALPH chunk repeated or after the HYPR chunk")
+            if not payload:
+                raise CorruptStreamError("ALPH chunk is empty")
+            alpha = payload
         elif kind == b"END\x00":
             continue  # the chunk reader checks that nothing follows it
         elif kind[:1].islower():
@@ -175,4 +185,4 @@ def parse(data: bytes) -> Container:
     assert header is not None
     if hyper is None or not tiles:
         raise CorruptStreamError("file has no image data (no HYPR or TILE chunk)")
-    return Container(header, hyper, tiles, ancillary, version)
+    return Container(header, hyper, tiles, ancillary, version, alpha)

@@ -83,11 +83,24 @@ def _open_image(source: str | Path | bytes | BinaryIO, label: str) -> Image.Imag
 
 
 def to_pixels(img: Image.Image) -> tuple[np.ndarray, int, list[str]]:
-    """``(pixels HxWx3 uint8, channels 1 or 3, notices)`` of an image, upright per its EXIF.
+    """``(pixels HxWx3 uint8, channels 1 or 3, notices)``: :func:`to_planes` for callers that
+    cannot keep transparency, so an image that is not fully opaque is refused rather than
+    its alpha dropped."""
+    pixels, channels, alpha, notices = to_planes(img)
+    if alpha is not None:
+        raise UnsupportedImageError("images with transparency are not supported here "
+                                    "(the alpha channel would be lost)")
+    return pixels, channels, notices
+
+
+def to_planes(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None, list[str]]:
+    """``(pixels HxWx3 uint8, channels 1 or 3, alpha, notices)`` of an image, upright per its
+    EXIF.
 
     Grayscale images come back with 1 channel recorded (the pixels replicated into three);
-    palette, CMYK, 16-bit and other modes are converted with a notice. Transparency that is
-    not fully opaque is refused rather than dropped.
+    palette, CMYK, 16-bit and other modes are converted with a notice. ``alpha`` is the
+    ``(H, W)`` uint8 alpha plane when the image has one that is not fully opaque (including
+    a PNG ``tRNS`` colour), else None.
     """
     notices: list[str] = []
     try:
@@ -102,11 +115,13 @@ def to_pixels(img: Image.Image) -> tuple[np.ndarray, int, list[str]]:
         notices.append("palette image converted to RGB")
     if img.mode in ("La", "RGBa"):  # premultiplied alpha (in-memory images only)
         img = img.convert(img.mode[:-1] + "A")
+    if img.mode in ("L", "RGB") and "transparency" in img.info:  # a tRNS colour
+        img = img.convert(img.mode[0] + "A" if img.mode == "L" else "RGBA")
+    alpha = None
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
-        alpha = np.asarray(img.getchannel("A"))
-        if alpha.min() < 255:
-            raise UnsupportedImageError("images with transparency are not supported yet "
-                                        "(the alpha channel would be lost)")
+        plane = np.asarray(img.getchannel("A"), dtype=np.uint8)
+        if plane.min() < 255:  # fully opaque alpha is dropped
+            alpha = np.ascontiguousarray(plane)
         img = img.convert("L" if img.mode in ("LA", "La") else "RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -124,15 +139,20 @@ def to_pixels(img: Image.Image) -> tuple[np.ndarray, int, list[str]]:
         img = img.convert("RGB")
     if img.mode == "L":
         gray = np.asarray(img, dtype=np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2), 1, notices
-    return np.asarray(img, dtype=np.uint8), 3, notices
+        return np.repeat(gray[:, :, None], 3, axis=2), 1, alpha, notices
+    return np.asarray(img, dtype=np.uint8), 3, alpha, notices
 
 
-def from_pixels(pixels: np.ndarray, channels: int) -> Image.Image:
-    """A Pillow image of decoded pixels; 1-channel images average the three planes."""
+def from_pixels(pixels: np.ndarray, channels: int, alpha: np.ndarray | None = None) -> Image.Image:
+    """A Pillow image of decoded pixels; 1-channel images average the three planes. With an
+    ``(H, W)`` ``alpha`` plane the image is ``LA`` or ``RGBA``."""
     if channels == 1:
         gray = np.rint(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        if alpha is not None:
+            return Image.fromarray(np.stack([gray, alpha], axis=2), "LA")
         return Image.fromarray(gray, "L")
+    if alpha is not None:
+        return Image.fromarray(np.concatenate([pixels, alpha[:, :, None]], axis=2), "RGBA")
     return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
 
 
@@ -151,8 +171,9 @@ def output_format(path: str, override: str | None = None) -> str:
                          f"{', '.join(sorted(OUTPUT_FORMATS))} (or --format)") from None
 
 
-def encode_image(img: Image.Image, fmt: str) -> bytes:
-    """The bytes of ``img`` saved in Pillow format ``fmt``."""
+def encode_image(img: Image.Image, fmt: str, **options) -> bytes:
+    """The bytes of ``img`` saved in Pillow format ``fmt`` (``options``: more save options,
+    e.g. ``icc_profile``, ``exif``)."""
     buf = io.BytesIO()
-    img.save(buf, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+    img.save(buf, format=fmt, **{**_SAVE_OPTIONS.get(fmt, {}), **options})
     return buf.getvalue()

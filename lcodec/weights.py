@@ -110,9 +110,14 @@ def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict:
                                    "(damaged or replaced); reinstall lcodec")
     import io
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise WeightsError(f"cannot load weights {path}: {exc}") from None
+        # Not str(exc): torch's text spans lines and suggests weights_only=False.
+        raise WeightsError(f"cannot load weights {path}: not a plain tensor file "
+                           f"({type(exc).__name__}); reinstall lcodec") from None
+    if not isinstance(tensors, dict):
+        raise WeightsError(f"cannot load weights {path}: not a dictionary of tensors; reinstall lcodec")
+    return tensors
 
 
 def load_state_dict(path: Path) -> dict:

@@ -108,7 +108,7 @@ class StreamDecoder:
         except BaseException as exc:  # noqa: BLE001 - pyo3 panics derive from BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            raise CorruptStreamError(f"invalid entropy-coded stream ({exc})") from None
+            raise CorruptStreamError(f"invalid entropy-coded stream ({type(exc).__name__})") from None
 
     def decode(self, table_ids: np.ndarray, tables: TableSet) -> np.ndarray:
         """Symbols (int64, shaped like ``table_ids``) coded with the given tables."""
@@ -153,5 +153,11 @@ class StreamDecoder:
 
     def check_exhausted(self) -> None:
         """Raise if the stream holds more data than was decoded (a sign of damage)."""
-        if not self._dec.maybe_exhausted():
+        try:
+            exhausted = self._dec.maybe_exhausted()
+        except BaseException as exc:  # noqa: BLE001 - pyo3 panics derive from BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
+                raise
+            raise CorruptStreamError(f"entropy-coded stream is damaged ({type(exc).__name__})") from None
+        if not exhausted:
             raise CorruptStreamError("entropy-coded stream has unexpected trailing data")

@@ -36,8 +36,8 @@ class TrainConfig:
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     crop: int = 128
     batch: int = 16
-    lr: float = 5e-4
-    warmup: int = 500
+    lr: float = 1e-3
+    warmup: int = 300
     minutes: float = 60.0         # wall-clock budget of this invocation
     decay_frac: float = 0.15      # final fraction of the budget: lr decays to lr * decay_to
     decay_to: float = 0.1
@@ -58,7 +58,7 @@ class ThreadTuner:
     1-thread one, so the choice is re-measured periodically.
     """
 
-    def __init__(self, spec: str, probe_every: int = 400, probe_len: int = 20) -> None:
+    def __init__(self, spec: str, probe_every: int = 100, probe_len: int = 8) -> None:
         cores = os.cpu_count() or 1
         self.fixed = None if spec == "auto" else max(1, int(spec))
         self.options = [1, cores] if cores > 1 else [1]
@@ -189,6 +189,8 @@ def train(cfg: TrainConfig) -> Path:
 
     def save() -> None:
         run_record.update(end_step=state["step"], cpu_seconds_total=round(state["cpu_seconds"], 1))
+        if ckpt_path.exists():  # keep one older checkpoint to roll back to after a divergence
+            os.replace(ckpt_path, ckpt_path.with_suffix(".prev.pt"))
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "state_json": json.dumps(state),
