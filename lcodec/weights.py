@@ -125,7 +125,7 @@ def load_state_dict(path: Path) -> dict:
     import torch
 
     tensors = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+    return {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
 
 
 @dataclass
@@ -137,28 +137,32 @@ class LoadedModel:
     z_tables: TableSet
     y_tables: TableSet
     scale_table: np.ndarray
+    exact_hyper: object  # lcodec.models.exact.ExactSequential: the bit-exact hyper-synthesis
 
 
 def load_model(name: str | None = None, version: int | None = None) -> LoadedModel:
     """Load (once per process and weights folder) the named model, or the default one."""
-    return _load_model(weights_dir(), name, version)
+    folder = weights_dir()
+    entry = find_entry(name, version, folder)
+    return _load_model(folder, entry)
 
 
 @lru_cache(maxsize=8)
-def _load_model(folder: Path, name: str | None, version: int | None) -> LoadedModel:
+def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
     from .models import build_model
+    from .models.exact import ExactSequential
 
-    entry = find_entry(name, version, folder)
     tensors = read_verified(entry, folder)
     arrays = {k[len("tables."):]: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
-    state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+    state = {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
     try:
         model = build_model(entry.family, **entry.config)
         model.load_state_dict(state)
         z_tables = TableSet.from_arrays(arrays, "z")
         y_tables = TableSet.from_arrays(arrays, "y")
         scale_table = np.asarray(arrays["scale_table"], dtype=np.float64)
+        exact_hyper = ExactSequential(tensors, "exact.h_s")
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise WeightsError(f"weights {entry.label} do not fit the {entry.family} model: {exc}") from None
     model.eval()
-    return LoadedModel(entry, model, z_tables, y_tables, scale_table)
+    return LoadedModel(entry, model, z_tables, y_tables, scale_table, exact_hyper)

@@ -14,7 +14,8 @@ The model is split into the four stages the codec pipeline drives:
 ``analysis`` (image -> gained latent ``y``), ``hyper_analysis`` (``y`` -> ``z``),
 ``hyper_synthesis`` (quantized ``z`` -> Gaussian means and scales of ``y``) and ``synthesis``
 (quantized ``y`` -> image). Only ``hyper_synthesis`` feeds the entropy coder, so the pipeline
-runs it in float64 on the CPU; the other stages may run on any device and precision.
+runs an integer copy of ``h_s`` (:mod:`.exact`) instead; the other stages may run on any device
+and precision.
 """
 from __future__ import annotations
 
@@ -90,8 +91,14 @@ class MeanScaleHyperprior(nn.Module):
         return self.h_a(y)
 
     def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means and scales of the Gaussian model of ``y``."""
-        scales, means = self.h_s(z_hat).chunk(2, dim=1)
+        """Means and scales of the Gaussian model of ``y`` (float; training and validation)."""
+        return self.split_params(self.h_s(z_hat))
+
+    @staticmethod
+    def split_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(means, scales)`` from the raw output of ``h_s`` (or of its exact integer twin,
+        :mod:`lcodec.models.exact`, which the codec pipeline uses)."""
+        scales, means = raw.chunk(2, dim=1)
         return means, scales
 
     def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
