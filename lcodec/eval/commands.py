@@ -1,0 +1,85 @@
+"""Click commands ``lcodec eval`` and ``lcodec compare`` (registered lazily by the main CLI)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers for {what}") from None
+
+
+@click.command("eval")
+@click.argument("images_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--codecs", default="lcodec,jpeg,webp,avif", show_default=True,
+              help="Comma-separated: lcodec, jpeg, webp, avif (= avif-s6), avif-s2, jxl.")
+@click.option("-q", "--quality", "qualities", default=None, help="lcodec's quality sweep, e.g. 1,2,4,8.")
+@click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for results.json and the RD plots.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (results are identical to a sequential run).")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Use only the first N images.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_command(images_dir, codecs, qualities, out_dir, jobs, limit, quiet):
+    """Rate-distortion evaluation of lcodec against the formats people use."""
+    from .classical import available_codecs
+    from .runner import format_bd_table, format_rd_table, run_eval
+
+    try:
+        usable, missing = available_codecs([c for c in codecs.split(",") if c.strip()])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--codecs") from None
+    for name, why in missing.items():
+        click.echo(f"lcodec: note: skipping {name}: {why}", err=True)
+    if not usable:
+        raise click.ClickException("no codec to evaluate")
+    sweep = _floats(qualities, "-q")
+    try:
+        data = run_eval(images_dir, usable, {"lcodec": sweep} if sweep else None, out_dir, jobs,
+                        progress=not quiet and sys.stderr.isatty(), limit=limit)
+    except Exception as exc:  # noqa: BLE001 - one line for the user
+        raise click.ClickException(f"evaluation failed: {exc}") from None
+    click.echo(format_rd_table(data["average"]))
+    click.echo()
+    click.echo(format_bd_table(data["bd_rate"], list(data["average"])))
+    click.echo(f"\nwrote {Path(out_dir) / 'results.json'}")
+
+
+@click.command("compare")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--bpp", required=True, type=click.FloatRange(min=0.01), help="Target bits per pixel.")
+@click.option("--out", "out_path", default="compare.png", show_default=True, help="Output picture.")
+@click.option("--codecs", default="lcodec,jpeg,webp,avif", show_default=True)
+@click.option("--crop", default=None, metavar="X,Y,W,H", help="Crop to show (default: 256x256 centre).")
+def compare_command(image, bpp, out_path, codecs, crop):
+    """Side-by-side crops of several codecs at about the same bpp."""
+    from .classical import available_codecs
+    from .compare import compare
+
+    box = None
+    if crop:
+        try:
+            box = tuple(int(v) for v in crop.split(","))
+            assert len(box) == 4
+        except (ValueError, AssertionError):
+            raise click.BadParameter("expected X,Y,W,H", param_hint="--crop") from None
+    try:
+        usable, missing = available_codecs([c for c in codecs.split(",") if c.strip()])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--codecs") from None
+    for name, why in missing.items():
+        click.echo(f"lcodec: note: skipping {name}: {why}", err=True)
+    try:
+        rows = compare(image, bpp, out_path, usable, box)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for r in rows:
+        click.echo(f"{r['codec']:<8} q {r['quality']:>6.3g}  {r['bpp']:.3f} bpp  {r['psnr']:.2f} dB")
+    click.echo(f"wrote {out_path}")
