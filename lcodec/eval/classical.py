@@ -105,19 +105,25 @@ class WebpCodec:
         return _pillow_decode(data)
 
 
+AVIF_SWEEP = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+
+
 @dataclass
 class AvifCodec:
     """AVIF via Pillow's libavif plugin (aom encoder), 4:4:4, one encoder thread."""
 
     speed: int = 6
     name: str = ""
-    qualities: list[float] = field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90])
+    qualities: list[float] = field(default_factory=lambda: list(AVIF_SWEEP))
     quality_range: tuple[float, float] = (0, 100)
     quality_is_float: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
             self.name = f"avif-s{self.speed}"
+        if self.speed <= 3 and self.qualities == AVIF_SWEEP:
+            # slow speeds take ~5-10 s per Kodak image on one core: a shorter sweep
+            self.qualities = [10, 25, 40, 55, 70, 85]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -220,6 +226,13 @@ class LcodecCodec:
     def __getstate__(self) -> dict[str, Any]:
         # never pickle a loaded model into a worker process; workers load their own
         return {"device": self.device, "qualities": self.qualities, "_codec": None}
+
+    def warmup(self) -> None:
+        """Load the model and run one tiny encode/decode, so that neither the model load
+        nor torch's first-call overhead is counted in the first measured image."""
+        if self._codec is None:
+            tiny = Image.new("RGB", (64, 64), (128, 128, 128))
+            self.codec.decode(self.codec.encode(tiny, quality=4.0))
 
     @property
     def codec(self) -> Any:

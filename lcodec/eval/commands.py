@@ -7,6 +7,12 @@ from pathlib import Path
 import click
 
 
+def _fail(message: str) -> None:
+    """One line on stderr and exit code 1, as every lcodec command reports errors."""
+    click.echo(f"lcodec: error: {message}", err=True)
+    sys.exit(1)
+
+
 def _floats(text: str | None, what: str) -> list[float] | None:
     if not text:
         return None
@@ -39,13 +45,13 @@ def eval_command(images_dir, codecs, qualities, out_dir, jobs, limit, quiet):
     for name, why in missing.items():
         click.echo(f"lcodec: note: skipping {name}: {why}", err=True)
     if not usable:
-        raise click.ClickException("no codec to evaluate")
+        _fail("no codec to evaluate")
     sweep = _floats(qualities, "-q")
     try:
         data = run_eval(images_dir, usable, {"lcodec": sweep} if sweep else None, out_dir, jobs,
                         progress=not quiet and sys.stderr.isatty(), limit=limit)
     except Exception as exc:  # noqa: BLE001 - one line for the user
-        raise click.ClickException(f"evaluation failed: {exc}") from None
+        _fail(f"evaluation failed: {exc}")
     click.echo(format_rd_table(data["average"]))
     click.echo()
     click.echo(format_bd_table(data["bd_rate"], list(data["average"])))
@@ -79,7 +85,7 @@ def compare_command(image, bpp, out_path, codecs, crop):
     try:
         rows = compare(image, bpp, out_path, usable, box)
     except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        _fail(str(exc))
     for r in rows:
         click.echo(f"{r['codec']:<8} q {r['quality']:>6.3g}  {r['bpp']:.3f} bpp  {r['psnr']:.2f} dB")
     click.echo(f"wrote {out_path}")

@@ -20,7 +20,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,13 @@ BD_METRICS: tuple[str, ...] = ("psnr", "ms_ssim_db")
 
 
 def measure(codec: EvalCodec, img: Image.Image, quality: float, image_name: str = "") -> dict[str, Any]:
-    """Encode and decode one image at one quality; return the per-image record."""
+    """Encode and decode one image at one quality; return the per-image record.
+
+    A codec's optional ``warmup()`` (lcodec: load the model) runs before timing.
+    """
+    warmup = getattr(codec, "warmup", None)
+    if callable(warmup):
+        warmup()
     original = as_array(img)
     height, width = original.shape[:2]
     start = time.perf_counter()
@@ -75,11 +81,31 @@ def measure(codec: EvalCodec, img: Image.Image, quality: float, image_name: str 
 _WORKER_CODECS: dict[str, EvalCodec] = {}
 
 
-def _init_worker() -> None:
-    """Process-pool initializer: one compute thread per worker (set before torch loads)."""
+def _init_worker(slot_counter: Any = None, cpus: Sequence[int] = ()) -> None:
+    """Process-pool initializer: one compute thread per worker.
+
+    Thread-count variables are set before torch is imported in the fresh (spawned)
+    process, and when there are at least as many usable CPUs as workers each
+    worker is pinned to its own CPU, so libraries that size their thread pools
+    from the CPU affinity (torch via ``lcodec.device``, libavif) use one thread.
+    """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     _WORKER_CODECS.clear()
+    if slot_counter is not None and cpus and hasattr(os, "sched_setaffinity"):
+        with slot_counter.get_lock():
+            slot = slot_counter.value
+            slot_counter.value += 1
+        try:
+            os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
+        except OSError:  # pragma: no cover - affinity not permitted here
+            pass
+
+
+def _usable_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return []  # pragma: no cover - not Linux
 
 
 def _run_task(codec: EvalCodec, image_path: str, qualities: Sequence[float]) -> list[dict[str, Any]]:
@@ -278,10 +304,13 @@ def run_eval(
                     bar.update(1)
         else:
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker) as pool:
+            cpus = _usable_cpus()
+            pin = cpus if len(cpus) >= jobs else []
+            initargs = (ctx.Value("i", 0), pin)
+            with ProcessPoolExecutor(
+                max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=initargs
+            ) as pool:
                 futures = {pool.submit(_run_task, *task): i for i, task in enumerate(tasks)}
-                from concurrent.futures import as_completed
-
                 for fut in as_completed(futures):
                     i = futures[fut]
                     results[i] = fut.result()

@@ -106,11 +106,13 @@ class MeanScaleHyperprior(nn.Module):
         return self.g_s(y_hat * inv_gain.to(y_hat.dtype)) + 0.5
 
     # -- training -----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, level: torch.Tensor, decoder_noise: bool = False) -> dict[str, torch.Tensor]:
         """Training pass: ``level`` holds one integer quality level (0-based) per image.
 
-        Uses additive uniform noise for the likelihoods and straight-through rounding for
-        what the decoder sees, so that training matches inference-time quantization.
+        Uses additive uniform noise for the likelihoods. The decoder sees the rounded latent
+        (straight-through), matching inference; with ``decoder_noise`` it sees the noisy
+        latent instead, which keeps information flowing while the latents are still smaller
+        than the quantization step (early training), at a small train/test mismatch.
         """
         gain = self.log_gain[level].exp()[:, :, None, None]
         inv_gain = self.log_inv_gain[level].exp()[:, :, None, None]
@@ -121,6 +123,6 @@ class MeanScaleHyperprior(nn.Module):
         means, scales = means.float(), scales.float()
         noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_lik = gaussian_likelihood(noisy - means, scales)
-        y_hat = ste_round(y - means) + means
+        y_hat = noisy if decoder_noise else ste_round(y - means) + means
         x_hat = self.g_s(y_hat * inv_gain).float() + 0.5
         return {"x_hat": x_hat, "y_likelihoods": y_lik, "z_likelihoods": z_lik}

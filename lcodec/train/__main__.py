@@ -18,6 +18,8 @@ from .loop import TrainConfig, train
 @click.option("--batch", default=TrainConfig.batch, show_default=True, type=int)
 @click.option("--lr", default=TrainConfig.lr, show_default=True, type=float)
 @click.option("--warmup", default=TrainConfig.warmup, show_default=True, type=int)
+@click.option("--ste-frac", default=TrainConfig.ste_frac, show_default=True, type=float,
+              help="Final fraction of the run in which the decoder sees rounded (not noisy) latents.")
 @click.option("--decay-frac", default=TrainConfig.decay_frac, show_default=True, type=float)
 @click.option("--threads", default=TrainConfig.threads, show_default=True,
               help="Torch threads, or 'auto' to measure and pick.")

@@ -41,6 +41,7 @@ class TrainConfig:
     minutes: float = 60.0         # wall-clock budget of this invocation
     decay_frac: float = 0.15      # final fraction of the budget: lr decays to lr * decay_to
     decay_to: float = 0.1
+    ste_frac: float = 0.35        # final fraction of the budget: the decoder sees rounded latents
     threads: str = "auto"         # "1", "2", ... or "auto" (measure and pick the faster)
     checkpoint_minutes: float = 5.0
     log_every: int = 100
@@ -248,7 +249,8 @@ def train(cfg: TrainConfig) -> Path:
         x = sampler.batch(cfg.batch)
         level = torch.randint(0, len(lambdas), (cfg.batch,), generator=gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(x, level)
+            noise = time.time() - t0 < cfg.minutes * 60 * (1 - cfg.ste_frac)
+            out = model(x, level, decoder_noise=noise)
         bpp, mse = rd_terms(out, x)
         loss = (lambdas[level] * 255 ** 2 * mse + bpp).mean()
         opt.zero_grad(set_to_none=True)
