@@ -12,7 +12,6 @@ TRAIN  ?= ../shared/data/train
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
@@ -20,8 +19,8 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/lcodec encode samples/coffee.png demo-out.lc -q 4
-	$(BIN)/lcodec decode demo-out.lc demo-out.png
+	$(BIN)/lcodec encode samples/coffee.png demo-out.lc -q 4 --force
+	$(BIN)/lcodec decode demo-out.lc demo-out.png --force
 	$(BIN)/lcodec info demo-out.lc
 	$(BIN)/python -c "import numpy as n; from PIL import Image as I; a=n.asarray(I.open('samples/coffee.png').convert('RGB'),float); b=n.asarray(I.open('demo-out.png'),float); print('PSNR %.2f dB' % (10*n.log10(255**2/((a-b)**2).mean())))"
 

@@ -13,6 +13,19 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _usable_codecs(codecs: str) -> list[str]:
+    """The requested codecs that can run here; a note on stderr for each missing one."""
+    from .classical import available_codecs
+
+    try:
+        usable, missing = available_codecs([c for c in codecs.split(",") if c.strip()])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--codecs") from None
+    for name, why in missing.items():
+        click.echo(f"lcodec: note: skipping {name}: {why}", err=True)
+    return usable
+
+
 def _floats(text: str | None, what: str) -> list[float] | None:
     if not text:
         return None
@@ -35,15 +48,9 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(images_dir, codecs, qualities, out_dir, jobs, limit, quiet):
     """Rate-distortion evaluation of lcodec against the formats people use."""
-    from .classical import available_codecs
     from .runner import format_bd_table, format_rd_table, run_eval
 
-    try:
-        usable, missing = available_codecs([c for c in codecs.split(",") if c.strip()])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--codecs") from None
-    for name, why in missing.items():
-        click.echo(f"lcodec: note: skipping {name}: {why}", err=True)
+    usable = _usable_codecs(codecs)
     if not usable:
         _fail("no codec to evaluate")
     sweep = _floats(qualities, "-q")
@@ -66,7 +73,6 @@ def eval_command(images_dir, codecs, qualities, out_dir, jobs, limit, quiet):
 @click.option("--crop", default=None, metavar="X,Y,W,H", help="Crop to show (default: 256x256 centre).")
 def compare_command(image, bpp, out_path, codecs, crop):
     """Side-by-side crops of several codecs at about the same bpp."""
-    from .classical import available_codecs
     from .compare import compare
 
     box = None
@@ -76,12 +82,7 @@ def compare_command(image, bpp, out_path, codecs, crop):
             assert len(box) == 4
         except (ValueError, AssertionError):
             raise click.BadParameter("expected X,Y,W,H", param_hint="--crop") from None
-    try:
-        usable, missing = available_codecs([c for c in codecs.split(",") if c.strip()])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--codecs") from None
-    for name, why in missing.items():
-        click.echo(f"lcodec: note: skipping {name}: {why}", err=True)
+    usable = _usable_codecs(codecs)
     try:
         rows = compare(image, bpp, out_path, usable, box)
     except (ValueError, OSError) as exc:
