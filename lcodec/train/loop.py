@@ -276,9 +276,9 @@ def train(cfg: TrainConfig) -> Path:
         state["cpu_seconds"] = cpu_base + time.process_time() - cpu0
         state["wall_seconds"] = wall_base + time.time() - t0
         if state["step"] % cfg.log_every == 0:
-            window_loss = acc["loss"] / acc["n"]
+            window_loss, at_step = acc["loss"] / acc["n"], state["step"]
             if rollback.check(window_loss, state):
-                print(f"step {state['step']}: loss {window_loss:.1f} diverged; rolled back to step "
+                print(f"step {at_step}: loss {window_loss:.1f} diverged; rolled back to step "
                       f"{state['step']}, lr scale {state['lr_scale']}", flush=True)
                 acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
                 continue
