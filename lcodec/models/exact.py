@@ -47,8 +47,8 @@ def quantize_sequential(seq: nn.Sequential, prefix: str) -> dict[str, torch.Tens
         g = _weight_frac_bits(w)
         last = i == len(layers) - 1
         f_out = f_in + g if last else ACT_FRAC_BITS
-        out[f"{prefix}.{i}.weight"] = torch.round(w * 2.0 ** g)
-        out[f"{prefix}.{i}.bias"] = torch.round(layer.bias.detach().double() * 2.0 ** (f_in + g))
+        out[f"{prefix}.{i}.weight"] = torch.round(w * 2.0 ** g).to(torch.int16)
+        out[f"{prefix}.{i}.bias"] = torch.round(layer.bias.detach().double() * 2.0 ** (f_in + g)).to(torch.int64)
         out[f"{prefix}.{i}.meta"] = torch.tensor(
             [int(isinstance(layer, nn.ConvTranspose2d)), layer.stride[0], layer.padding[0],
              getattr(layer, "output_padding", (0,))[0], f_in + g, f_out], dtype=torch.int64)
