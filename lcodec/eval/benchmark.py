@@ -130,7 +130,7 @@ def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool) -> tuple
     average = average_records(per_image)
     order = ["lcodec", *CLASSICAL]
     average = {k: average[k] for k in order if k in average}
-    data = {**mine, "image_set": "Kodak (24 images)", "codecs": codecs, "per_image": per_image,
+    data = {**mine, "image_set": "Kodak", "codecs": codecs, "per_image": per_image,
             "average": average, "bd_rate": bd_rate_table(average, ("jpeg", "lcodec") + ANCHORS[1:])}
     data["plots"] = [p.name for p in write_plots(data, bench)]
     write_results(data, bench / "results.json")
