@@ -90,21 +90,6 @@ def read_input(path: str) -> bytes:
     return batch._read(path)
 
 
-def write_output(path: str, data: bytes, overwrite: str = "force") -> None:
-    """Write all of ``data`` or nothing: a temporary file renamed into place
-    (``overwrite="error"`` refuses an existing file)."""
-    batch.write_file(path, data, overwrite)
-
-
-def resolve_output(output: str | None, output_opt: str | None) -> str:
-    if output and output_opt:
-        raise click.UsageError("give the output either as an argument or with -o, not both")
-    out = output or output_opt
-    if not out:
-        raise click.UsageError("missing output path (OUTPUT or -o)")
-    return out
-
-
 def parse_region(text: str | None) -> tuple[int, int, int, int] | None:
     if text is None:
         return None
