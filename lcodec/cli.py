@@ -26,6 +26,8 @@ from .errors import LcodecError
 # Commands living in other modules: name -> (module:attribute, one-line help).
 LAZY_COMMANDS = {
     "train": ("lcodec.train.__main__:train_command", "Train a variable-rate model on the CPU."),
+    "train-context": ("lcodec.train.__main__:train_context_command",
+                      "Train the checkerboard context model on top of hyperprior weights."),
     "eval": ("lcodec.eval.commands:eval_command", "Rate-distortion evaluation against other codecs."),
     "compare": ("lcodec.eval.commands:compare_command", "Side-by-side crops of codecs at one bpp."),
 }

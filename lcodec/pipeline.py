@@ -6,12 +6,11 @@ possible, for tests);
 ``hyper_analysis`` runs there too (its output ``z`` is transmitted, so it needs no
 reproducibility). The hyper-synthesis produces the parameters handed to the entropy coder, so
 it runs as an integer network (:mod:`lcodec.models.exact`) whose results are bit-identical on
-every machine; scales become integer indexes into the scale table by comparison only (no
-transcendental function at decode).
+every machine.
 
 Symbols: ``z`` is coded as ``round(z)`` with one table per channel, in one stream for the
-whole image; ``y`` as ``round(y - mean)`` with the table of the smallest tabulated scale >=
-the predicted scale, in one stream per tile.
+whole image; ``y`` in one stream per tile, in the order and with the parameters of the model
+family (:mod:`lcodec.latent_coding`).
 
 Large images are processed in tiles (:mod:`lcodec.tiling`) so that the transforms' memory
 depends on the tile size, not the image size (only the latents, 1/256 of the pixels times M
@@ -30,6 +29,7 @@ import torch
 
 from .entropy import StreamDecoder, StreamEncoder
 from .errors import CorruptStreamError
+from .latent_coding import LatentCoder
 from .tiling import (ALIGN, HYPER_ANALYSIS_HALO, HYPER_SYNTHESIS_HALO, LATENT_HALO, LATENT_STRIDE,
                      PIXEL_HALO, Z_STRIDE, Rect, image_rect, tile_grid)
 from .weights import LoadedModel
@@ -45,6 +45,7 @@ class CodecPipeline:
         self.dtype = dtype  # of the pixel transforms only; the entropy parameters are exact
         # channels-last convolutions measured ~1.6x faster than NCHW on CPU (oneDNN).
         self.model = copy.deepcopy(loaded.model).to(device, dtype, memory_format=torch.channels_last).eval()
+        self.latents = LatentCoder(loaded)
 
     # -- pixels <-> latents ---------------------------------------------------------------------
     def _window(self, pixels: np.ndarray, rect: Rect) -> torch.Tensor:
@@ -85,21 +86,19 @@ class CodecPipeline:
             z_sym[:, :, zt.y0:zt.y1, zt.x0:zt.x1] = np.rint(z[:, :, zin.y0:zin.y1, zin.x0:zin.x1])
         return z_sym
 
-    def entropy_params(self, z_sym: np.ndarray, tile: Rect, full: Rect) -> tuple[np.ndarray, np.ndarray]:
-        """Means and scale-table indexes of the ``y`` of ``tile``, from the decoded hyper-latent
-        (with a halo of ``z``), computed exactly by the integer hyper-synthesis."""
+    def hyper_params(self, z_sym: np.ndarray, tile: Rect, full: Rect) -> np.ndarray:
+        """The raw hyperprior parameters (scales, means; float64) of the ``y`` of ``tile``,
+        from the decoded hyper-latent (with a halo of ``z``), computed exactly by the integer
+        hyper-synthesis."""
         full_z = full.scaled(ALIGN)
         inner = tile.scaled(ALIGN)
         win = inner.grow(HYPER_SYNTHESIS_HALO, full_z) if tile != full else inner
         z = torch.from_numpy(z_sym[:, :, win.y0:win.y1, win.x0:win.x1].astype(np.float64))
         with torch.inference_mode():
-            means, scales = self.loaded.model.split_params(self.loaded.exact_hyper(z))
+            raw = self.loaded.exact_hyper(z).numpy()
         crop = inner.shifted(-win.x0, -win.y0)
-        ys = (slice(None), slice(None), slice(crop.y0 * Z_STRIDE, crop.y1 * Z_STRIDE),
-              slice(crop.x0 * Z_STRIDE, crop.x1 * Z_STRIDE))
-        table = self.loaded.scale_table
-        idx = np.searchsorted(table, scales.numpy()[ys], side="left")
-        return means.numpy()[ys], np.minimum(idx, len(table) - 1)
+        return np.ascontiguousarray(raw[:, :, crop.y0 * Z_STRIDE:crop.y1 * Z_STRIDE,
+                                        crop.x0 * Z_STRIDE:crop.x1 * Z_STRIDE])
 
     def _z_table_ids(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[1]).reshape(1, -1, 1, 1), shape)
@@ -124,11 +123,10 @@ class CodecPipeline:
         hyper = enc.finish()
         streams = []
         for tile in tiles:
-            means, idx = self.entropy_params(z_sym, tile, full)
             lat = tile.scaled(LATENT_STRIDE)
             y = y_full[None, :, lat.y0:lat.y1, lat.x0:lat.x1].astype(np.float64)
             enc = StreamEncoder()
-            enc.encode(np.rint(y - means).astype(np.int64), idx, self.loaded.y_tables)
+            self.latents.encode(enc, y, self.hyper_params(z_sym, tile, full))
             streams.append(enc.finish())
         return hyper, streams
 
@@ -167,13 +165,12 @@ class CodecPipeline:
             if not any(lat.intersects(win) for _, win in jobs):
                 continue
             try:
-                means, idx = self.entropy_params(z_sym, tile, full)
                 dec = StreamDecoder(streams[i])
-                y_sym = dec.decode(idx, self.loaded.y_tables)
+                tile_y = self.latents.decode(dec, self.hyper_params(z_sym, tile, full))
                 dec.check_exhausted()
             except CorruptStreamError as exc:
                 raise CorruptStreamError(f"tile {i}: {exc}" if len(tiles) > 1 else str(exc)) from None
-            y_hat[:, lat.y0:lat.y1, lat.x0:lat.x1] = (y_sym + means)[0]
+            y_hat[:, lat.y0:lat.y1, lat.x0:lat.x1] = tile_y[0]
         result = np.empty((region.height, region.width, 3), dtype=np.uint8)
         for out, win in jobs:
             y = torch.from_numpy(np.ascontiguousarray(y_hat[None, :, win.y0:win.y1, win.x0:win.x1]))

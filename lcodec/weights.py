@@ -138,6 +138,7 @@ class LoadedModel:
     y_tables: TableSet
     scale_table: np.ndarray
     exact_hyper: object  # lcodec.models.exact.ExactSequential: the bit-exact hyper-synthesis
+    exact_context: object = None  # lcodec.models.exact.ExactContext (``context`` family only)
 
 
 def load_model(name: str | None = None, version: int | None = None) -> LoadedModel:
@@ -150,7 +151,7 @@ def load_model(name: str | None = None, version: int | None = None) -> LoadedMod
 @lru_cache(maxsize=8)
 def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
     from .models import build_model
-    from .models.exact import ExactSequential
+    from .models.exact import ExactContext, ExactSequential
 
     tensors = read_verified(entry, folder)
     arrays = {k[len("tables."):]: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
@@ -162,7 +163,8 @@ def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
         y_tables = TableSet.from_arrays(arrays, "y")
         scale_table = np.asarray(arrays["scale_table"], dtype=np.float64)
         exact_hyper = ExactSequential(tensors, "exact.h_s")
+        exact_context = ExactContext(tensors) if hasattr(model, "context_layers") else None
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise WeightsError(f"weights {entry.label} do not fit the {entry.family} model: {exc}") from None
     model.eval()
-    return LoadedModel(entry, model, z_tables, y_tables, scale_table, exact_hyper)
+    return LoadedModel(entry, model, z_tables, y_tables, scale_table, exact_hyper, exact_context)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lcodec.eval.classical import available_codecs, canonical_name, make_codec
+from lcodec.eval.classical import available_codecs, canonical_name, make_codec, missing_reason
 from lcodec.eval.images import EvalError
 from lcodec.eval.metrics import ms_ssim, psnr
 from lcodec.eval.runner import bd_rate_table, format_bd_table, format_rd_table, run_eval
@@ -51,6 +52,47 @@ def test_registry_aliases_and_availability():
     usable, missing = available_codecs()
     assert set(usable) | set(missing) == {"lcodec", "jpeg", "webp", "avif-s6", "avif-s2", "jxl"}
     assert all(isinstance(why, str) and why for why in missing.values())
+
+
+def test_lcodec_model_names():
+    assert canonical_name("lcodec") == "lcodec"
+    assert canonical_name("lcodec-hyperprior") == "lcodec-hyperprior"
+    assert canonical_name(" LCODEC-context ") == "lcodec-context"
+    assert canonical_name("lcodec-my_model-2") == "lcodec-my_model-2"
+    for bad in ("lcodec-", "lcodec-a b", "lcodec--x", "lcodecx"):
+        with pytest.raises(ValueError):
+            canonical_name(bad)
+    codec = make_codec("lcodec-context")  # not necessarily installed: nothing is loaded yet
+    assert codec.name == "lcodec-context" and codec.model == "context"
+    assert make_codec("lcodec").name == "lcodec" and make_codec("lcodec").model is None
+
+
+def test_unknown_lcodec_model_has_a_clear_missing_reason():
+    why = missing_reason("lcodec-nosuchmodel")
+    assert why is not None and why.startswith("weights nosuchmodel are not installed (installed: ")
+    usable, missing = available_codecs(["jpeg", "lcodec-nosuchmodel"])
+    assert usable == ["jpeg"] and set(missing) == {"lcodec-nosuchmodel"}
+
+
+def test_lcodec_model_codec_round_trip_and_pickle():
+    if not _has_lcodec() or missing_reason("lcodec-hyperprior") is not None:
+        pytest.skip("the hyperprior model is not installed")
+    codec = make_codec("lcodec-hyperprior", [2.0, 6.0])
+    assert codec.name == "lcodec-hyperprior" and codec.qualities == [2.0, 6.0]
+    settings = codec.settings
+    assert settings["model"].startswith("hyperprior v") and json.dumps(settings)
+    img = Image.fromarray(synthetic_photo(64, 48, seed=7))
+    small, big = codec.encode(img, 2.0), codec.encode(img, 6.0)
+    assert 0 < len(small) < len(big)
+    out = codec.decode(big)
+    assert out.mode == "RGB" and out.size == img.size
+    assert psnr(np.asarray(img), np.asarray(out)) > 25
+    from lcodec.api import info
+
+    assert info(big)["model"] == "hyperprior"
+    clone = pickle.loads(pickle.dumps(codec))  # what a worker process receives
+    assert (clone.name, clone.model, clone.qualities, clone._codec) == ("lcodec-hyperprior", "hyperprior",
+                                                                        [2.0, 6.0], None)
 
 
 @pytest.mark.parametrize("name", ["jpeg", "webp", "avif-s6", "jxl"])

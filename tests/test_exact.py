@@ -90,7 +90,8 @@ def _params(loaded, data):
     pipe = CodecPipeline(loaded, torch.device("cpu"))
     z = StreamDecoder(parsed.hyper).decode(
         pipe._z_table_ids((1, loaded.model.N, full.height // 64, full.width // 64)), loaded.z_tables)
-    return z, pipe.entropy_params(z, tile_grid(h.width, h.height, 0)[0], full)
+    raw = pipe.hyper_params(z, tile_grid(h.width, h.height, 0)[0], full)
+    return z, (raw, pipe.latents.decode(StreamDecoder(parsed.tiles[0]), raw))
 
 
 def test_parameters_identical_with_1_and_2_threads_and_without_onednn(loaded, sample):

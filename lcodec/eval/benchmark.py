@@ -1,9 +1,14 @@
 """``python -m lcodec.eval.benchmark`` (what ``make bench`` runs): writes ``docs/benchmarks.md``.
 
-1. Rate-distortion on the Kodak images: lcodec against JPEG 4:2:0, WebP, AVIF (speed 6 and
-   speed 2) and JPEG XL when available, with BD-rates (``docs/bench/results.json`` and plots).
-2. Speed: in-process encode/decode seconds per image with the model loaded, and whole
-   ``lcodec`` commands (process start, torch import and weights load included), with peak RSS.
+Every installed lcodec model family is measured (its newest version, as ``lcodec-<name>``:
+``lcodec-hyperprior``, ``lcodec-context``, ...).
+
+1. Rate-distortion on the Kodak images: the lcodec models against JPEG 4:2:0, WebP, AVIF
+   (speed 6 and speed 2) and JPEG XL when available, with BD-rates (``docs/bench/results.json``
+   and plots), against JPEG, the hyperprior model, WebP and AVIF.
+2. Speed: in-process encode/decode seconds per image of each model (loaded), with the ratio
+   of each model's times to the hyperprior's, and whole ``lcodec`` commands with the default
+   model (process start, torch import and weights load included), with peak RSS.
 3. Large images and tiling (:mod:`lcodec.eval.scaling`).
 """
 from __future__ import annotations
@@ -26,6 +31,35 @@ from .images import list_images
 from .scaling import measure
 
 ANCHORS = ("jpeg", "webp", "avif-s6", "avif-s2")
+BASELINE_FAMILY = "hyperprior"  # other lcodec models are compared with this one
+DECODE_RATIO_TARGET = 1.5  # issue "context model": decode time at most 1.5x the hyperprior's
+BD_RATE_TARGET = -5.0  # issue "context model": BD-rate vs the hyperprior of -5% or better
+
+
+def installed_models() -> list:
+    """The newest version of every installed model family (``ModelEntry``), the default first.
+
+    Families keep the manifest's order otherwise; an entry's eval name is ``lcodec-<name>``.
+    """
+    from ..weights import find_entry, read_manifest
+
+    newest: dict = {}
+    for entry in read_manifest():
+        if entry.family not in newest or entry.version > newest[entry.family].version:
+            newest[entry.family] = entry
+    models = list(newest.values())
+    default = find_entry()
+    models.sort(key=lambda e: e.family != default.family)  # stable: manifest order otherwise
+    return models
+
+
+def eval_name(entry) -> str:
+    return f"lcodec-{entry.name}"
+
+
+def baseline_model(models: list):
+    """The model the others are compared with: the hyperprior family, else the first one."""
+    return next((e for e in models if e.family == BASELINE_FAMILY), models[0])
 
 
 def machine() -> str:
@@ -41,22 +75,31 @@ def machine() -> str:
     return f"{cpu}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def speed(kodak: Path, work: Path, quality: float = 4.0) -> dict:
-    """Median in-process and whole-command seconds per Kodak image, peak RSS."""
+def speed(kodak: Path, work: Path, quality: float = 4.0, models: list | None = None) -> dict:
+    """Median in-process seconds per Kodak image of each model, whole-command seconds and
+    peak RSS of the default model.
+
+    The top-level ``encode_s`` ... keys are the first (default) model's, as before; ``models``
+    holds every model's in-process medians, keyed by model name.
+    """
     from ..api import Codec
 
-    codec = Codec("cpu")
+    models = models or installed_models()
+    codecs = {e.name: Codec("cpu", model=e.name) for e in models}
     files = list_images(kodak)
-    enc, dec, mp = [], [], []
+    enc: dict[str, list[float]] = {e.name: [] for e in models}
+    dec: dict[str, list[float]] = {e.name: [] for e in models}
+    mp = []
     for path in files:
         pixels = np.asarray(Image.open(path).convert("RGB"))
-        codec.encode_pixels(pixels, 3, quality)  # warm-up of this shape
-        t = time.perf_counter()
-        data = codec.encode_pixels(pixels, 3, quality)
-        enc.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        codec.decode_pixels(data)
-        dec.append(time.perf_counter() - t)
+        for name, codec in codecs.items():  # interleaved, so that load changes hit every model alike
+            codec.encode_pixels(pixels, 3, quality)  # warm-up of this shape
+            t = time.perf_counter()
+            data = codec.encode_pixels(pixels, 3, quality)
+            enc[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            codec.decode_pixels(data)
+            dec[name].append(time.perf_counter() - t)
         mp.append(pixels.shape[0] * pixels.shape[1] / 1e6)
     lcodec = [sys.executable, "-m", "lcodec"]
     src = files[0]
@@ -75,17 +118,33 @@ def speed(kodak: Path, work: Path, quality: float = 4.0) -> dict:
     for p in (lc, png):
         p.unlink(missing_ok=True)
     med = statistics.median
+    per_model = {
+        e.name: {"label": e.label, "family": e.family, "file": e.file, "sha256": e.sha256,
+                 "encode_s": med(enc[e.name]), "decode_s": med(dec[e.name]),
+                 "encode_mp_per_s": med(m / s for m, s in zip(mp, enc[e.name])),
+                 "decode_mp_per_s": med(m / s for m, s in zip(mp, dec[e.name]))}
+        for e in models}
+    base = baseline_model(models)
+    for e in models:
+        if e.name != base.name:
+            for key in ("encode", "decode"):
+                per_model[e.name][f"{key}_ratio_vs_{base.name}"] = (
+                    per_model[e.name][f"{key}_s"] / per_model[base.name][f"{key}_s"])
+    from ..weights import find_entry
+
+    first = per_model[models[0].name]
     return {
-        "quality": quality, "images": len(files),
-        "encode_s": med(enc), "decode_s": med(dec),
-        "encode_mp_per_s": med(m / s for m, s in zip(mp, enc)),
-        "decode_mp_per_s": med(m / s for m, s in zip(mp, dec)),
+        "quality": quality, "images": len(files), "model": models[0].name,
+        **{k: first[k] for k in ("encode_s", "decode_s", "encode_mp_per_s", "decode_mp_per_s")},
         "command_encode_s": med(r["seconds"] for r in cmd_enc),
         "command_decode_s": med(r["seconds"] for r in cmd_dec),
         "command_encode_rss_mb": max(r["peak_rss_mb"] for r in cmd_enc),
         "command_decode_rss_mb": max(r["peak_rss_mb"] for r in cmd_dec),
-        "help_s": med(helps), "command_image": src.name,
+        "help_s": med(helps), "command_image": src.name, "command_model": find_entry().label,
+        "baseline": base.name, "models": per_model,
     }
+
+
 
 
 CLASSICAL = ("jpeg", "webp", "avif-s6", "avif-s2", "jxl")
@@ -118,30 +177,46 @@ def classical_results(kodak: Path, bench: Path, jobs: int, refresh: bool) -> tup
     return data["per_image"], data["codecs"], missing
 
 
-def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool) -> tuple[dict, dict]:
-    """lcodec's sweep plus the (cached) classical codecs: results.json, plots, BD-rates."""
+def rd_anchors(models: list) -> tuple[str, ...]:
+    """BD-rate anchors: JPEG, the baseline lcodec model, WebP, AVIF speed 6 and speed 2."""
+    return (ANCHORS[0], eval_name(baseline_model(models)), *ANCHORS[1:])
+
+
+def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool,
+                    models: list | None = None) -> tuple[dict, dict]:
+    """The sweep of every lcodec model plus the (cached) classical codecs: results.json, plots,
+    BD-rates."""
     from .plots import write_plots
     from .runner import average_records, bd_rate_table, run_eval, write_results
 
+    models = models or installed_models()
+    names = [eval_name(e) for e in models]
     per_image, codecs, missing = classical_results(kodak, bench, jobs, refresh)
-    mine = run_eval(kodak, ["lcodec"], None, None, jobs, progress=sys.stderr.isatty(), plots=False)
+    mine = run_eval(kodak, names, None, None, jobs, progress=sys.stderr.isatty(), plots=False)
     per_image = list(mine["per_image"]) + list(per_image)
     codecs = {**mine["codecs"], **codecs}
     average = average_records(per_image)
-    order = ["lcodec", *CLASSICAL]
+    order = [*names, *CLASSICAL]
     average = {k: average[k] for k in order if k in average}
     data = {**mine, "image_set": "Kodak", "codecs": codecs, "per_image": per_image,
-            "average": average, "bd_rate": bd_rate_table(average, ("jpeg", "lcodec") + ANCHORS[1:])}
+            "average": average, "baseline": eval_name(baseline_model(models)),
+            "bd_rate": bd_rate_table(average, rd_anchors(models))}
     data["plots"] = [p.name for p in write_plots(data, bench)]
     write_results(data, bench / "results.json")
     return data, missing
 
 
+def _pct(v) -> str:
+    return "n/a" if v is None or v != v else f"{v:+.1f}%"
+
+
 def rd_markdown(data: dict) -> str:
     avg = data["average"]
-    lines = ["## Rate-distortion on Kodak (24 images)", "",
+    n_images = len(data.get("images", [])) or 24
+    lines = [f"## Rate-distortion on Kodak ({n_images} images)", "",
              "bpp counts the whole file; PSNR on 8-bit RGB and MS-SSIM (RGB) per image, averaged "
-             "over the 24 images at each setting.", "",
+             f"over the {n_images} images at each setting. `lcodec-<model>` is lcodec with that "
+             "model (newest version of each installed family).", "",
              "![RD curves, PSNR](bench/rd_psnr.png)", "", "![RD curves, MS-SSIM](bench/rd_msssim.png)", "",
              "| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -151,6 +226,15 @@ def rd_markdown(data: dict) -> str:
                          f"{p['ms_ssim']:.4f} | {p['encode_s']:.3f} | {p['decode_s']:.3f} |")
     table = data["bd_rate"]
     lines += ["", "### BD-rate (negative: fewer bits for the same quality)", ""]
+    base = data.get("baseline")
+    if base and base in table.get("psnr", {}):
+        others = [c for c in avg if c.startswith("lcodec-") and c != base]
+        for codec in others:
+            lines.append(f"- {codec} vs {base}: PSNR {_pct(table['psnr'][base].get(codec))}, MS-SSIM "
+                         f"{_pct(table.get('ms_ssim_db', {}).get(base, {}).get(codec))} "
+                         f"(target <= {BD_RATE_TARGET:+.0f}%)")
+        if others:
+            lines.append("")
     for metric, label in (("psnr", "PSNR"), ("ms_ssim_db", "MS-SSIM (dB)")):
         anchors = [a for a in table.get(metric, {})]
         if not anchors:
@@ -158,10 +242,7 @@ def rd_markdown(data: dict) -> str:
         lines += [f"{label}:", "", "| codec | " + " | ".join(f"vs {a}" for a in anchors) + " |",
                   "| --- |" + " --- |" * len(anchors)]
         for codec in avg:
-            cells = []
-            for a in anchors:
-                v = table[metric][a].get(codec)
-                cells.append("-" if codec == a else ("n/a" if v is None or v != v else f"{v:+.1f}%"))
+            cells = ["-" if codec == a else _pct(table[metric][a].get(codec)) for a in anchors]
             lines.append(f"| {codec} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["Codec settings:", ""]
@@ -171,14 +252,35 @@ def rd_markdown(data: dict) -> str:
 
 
 def speed_markdown(s: dict) -> str:
-    return "\n".join([
-        "## Speed and memory (Kodak, quality 4)", "",
-        "| measure | value |", "| --- | --- |",
-        f"| in-process encode, median per image (model loaded) | {s['encode_s']:.3f} s ({s['encode_mp_per_s']:.2f} MP/s) |",
-        f"| in-process decode, median per image (model loaded) | {s['decode_s']:.3f} s ({s['decode_mp_per_s']:.2f} MP/s) |",
-        f"| `lcodec encode` command, {s['command_image']} (median of 3) | {s['command_encode_s']:.2f} s, peak RSS {s['command_encode_rss_mb']:.0f} MiB |",
-        f"| `lcodec decode` command, {s['command_image']} (median of 3) | {s['command_decode_s']:.2f} s, peak RSS {s['command_decode_rss_mb']:.0f} MiB |",
-        f"| `lcodec --help` (no torch import) | {s['help_s']:.2f} s |", ""])
+    """The speed section; ``s`` as written by :func:`speed` (an older dict without ``models``
+    shows its single model)."""
+    models = s.get("models") or {s.get("model"): {
+        k: s[k] for k in ("encode_s", "decode_s", "encode_mp_per_s", "decode_mp_per_s")}}
+    lines = [f"## Speed and memory (Kodak, quality {s['quality']:g})", "",
+             "| measure | value |", "| --- | --- |"]
+    for name, m in models.items():
+        label = (f"lcodec-{name}" if name else "lcodec") + (f" ({m['label']})" if m.get("label") else "")
+        lines += [
+            f"| {label}: in-process encode, median per image (model loaded) | {m['encode_s']:.3f} s "
+            f"({m['encode_mp_per_s']:.2f} MP/s) |",
+            f"| {label}: in-process decode, median per image (model loaded) | {m['decode_s']:.3f} s "
+            f"({m['decode_mp_per_s']:.2f} MP/s) |"]
+    model = f" (default model, {s['command_model']})" if s.get("command_model") else ""
+    lines += [
+        f"| `lcodec encode` command{model}, {s['command_image']} (median of 3) | {s['command_encode_s']:.2f} s, peak RSS {s['command_encode_rss_mb']:.0f} MiB |",
+        f"| `lcodec decode` command{model}, {s['command_image']} (median of 3) | {s['command_decode_s']:.2f} s, peak RSS {s['command_decode_rss_mb']:.0f} MiB |",
+        f"| `lcodec --help` (no torch import) | {s['help_s']:.2f} s |", ""]
+    base = s.get("baseline")
+    if base in models and len(models) > 1:
+        for name, m in models.items():
+            if name == base:
+                continue
+            dec = m["decode_s"] / models[base]["decode_s"]
+            enc = m["encode_s"] / models[base]["encode_s"]
+            lines += [f"{name} decode time / {base} decode time: {dec:.2f}x "
+                      f"(target <= {DECODE_RATIO_TARGET:g}x)", "",
+                      f"{name} encode time / {base} encode time: {enc:.2f}x", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,28 +297,31 @@ def main(argv: list[str] | None = None) -> None:
     bench = args.out / "bench"
     bench.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    models = installed_models()
     parts = []
     if "rd" not in skip:
-        data, missing = rate_distortion(args.kodak, bench, args.jobs, args.refresh_classical)
+        data, missing = rate_distortion(args.kodak, bench, args.jobs, args.refresh_classical, models)
         parts.append(rd_markdown(data))
         if missing:
             parts.append("Not measured: " + "; ".join(f"{k} ({v})" for k, v in missing.items()) + "\n")
     if "speed" not in skip:
-        s = speed(args.kodak, bench)
+        s = speed(args.kodak, bench, models=models)
         (bench / "speed.json").write_text(json.dumps(s, indent=2) + "\n")
         parts.append(speed_markdown(s))
     if "scaling" not in skip:
         from .scaling import run as scaling_run
 
         parts.append(scaling_run(args.kodak, args.out, tuple(float(v) for v in args.sizes.split(","))))
-    from ..weights import find_entry
+    if not {"rd", "speed"} - skip:  # no model measured: name the default one
+        from ..weights import find_entry
 
-    entry = find_entry()
+        models = [find_entry()]
+    weights = "; ".join(f"{e.label} (`{e.file}`, sha256 {e.sha256[:16]}...)" for e in models)
     head = ["# Benchmarks", "",
             f"Written by `make bench` (`python -m lcodec.eval.benchmark --kodak {args.kodak} --out {args.out}`) "
             f"on {dt.date.today().isoformat()}, in {round((time.time() - started) / 60)} minutes.", "",
             f"- machine: {machine()}",
-            f"- weights: {entry.label} (`{entry.file}`, sha256 {entry.sha256[:16]}...)", ""]
+            f"- weights: {weights}", ""]
     (args.out / "benchmarks.md").write_text("\n".join(head) + "\n" + "\n".join(parts))
     print(f"wrote {args.out / 'benchmarks.md'}")
 

@@ -5,9 +5,14 @@ reports), ``qualities`` (default sweep), ``quality_range`` and
 ``quality_is_float`` (used by ``compare`` to search for a target bpp), and
 ``encode(img, quality) -> bytes`` / ``decode(data) -> PIL.Image`` (RGB).
 
+lcodec appears as ``lcodec`` (the manifest's default model) or ``lcodec-<model>``
+(a named model of ``weights/manifest.json``, e.g. ``lcodec-hyperprior``,
+``lcodec-context``).
+
 Depends on numpy and Pillow; JPEG XL needs the optional ``imagecodecs``
-package. lcodec is reached only through ``lcodec.api`` (imported lazily, so
-importing this module never imports torch). Encoders run single-threaded so
+package. lcodec is reached only through ``lcodec.api`` and the manifest reader
+``lcodec.weights`` (both imported lazily; neither import pulls in torch before a
+model is loaded, so importing this module never imports torch). Encoders run single-threaded so
 timings are comparable and runs are reproducible.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -212,20 +218,28 @@ def _imagecodecs_version(lib: str) -> str | None:
 
 
 class LcodecCodec:
-    """lcodec itself, through ``lcodec.api.Codec`` (model loaded once, lazily)."""
+    """lcodec itself, through ``lcodec.api.Codec`` (model loaded once, lazily).
 
-    name = "lcodec"
+    ``model`` names a manifest entry (its newest version) and makes the eval name
+    ``lcodec-<model>``; without it the manifest's default model is used under the name
+    ``lcodec``.
+    """
+
     quality_range: tuple[float, float] = (1.0, 8.0)
     quality_is_float = True
 
-    def __init__(self, device: str = "cpu", qualities: Sequence[float] | None = None) -> None:
+    def __init__(self, device: str = "cpu", qualities: Sequence[float] | None = None,
+                 model: str | None = None) -> None:
         self.device = device
+        self.model = model or None
+        self.name = lcodec_name(self.model)
         self.qualities: list[float] = list(qualities) if qualities else [1, 2, 3, 4, 5, 6, 7, 8]
         self._codec: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         # never pickle a loaded model into a worker process; workers load their own
-        return {"device": self.device, "qualities": self.qualities, "_codec": None}
+        return {"device": self.device, "model": self.model, "name": self.name,
+                "qualities": self.qualities, "_codec": None}
 
     def warmup(self) -> None:
         """Load the model and run one tiny encode/decode, so that neither the model load
@@ -239,12 +253,20 @@ class LcodecCodec:
         if self._codec is None:
             from lcodec.api import Codec
 
-            self._codec = Codec(device=self.device)
+            self._codec = Codec(device=self.device, model=self.model)
         return self._codec
 
     @property
     def settings(self) -> dict[str, Any]:
         info: dict[str, Any] = {"device": self.device, "quality": "float in [1, 8]"}
+        try:
+            from lcodec.weights import find_entry
+
+            entry = find_entry(self.model)
+            info["model"] = entry.label
+            info["weights_sha256"] = entry.sha256[:16]
+        except Exception:  # noqa: BLE001 - settings are informative only
+            info["model"] = self.model or "default"
         try:
             import lcodec
 
@@ -262,16 +284,42 @@ class LcodecCodec:
         return _rgb(self.codec.decode(data))
 
 
+LCODEC_PREFIX = "lcodec-"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_.+]+(?:-[A-Za-z0-9_.+]+)*")
+
+
+def lcodec_name(model: str | None) -> str:
+    """Eval name of an lcodec model: ``lcodec-<model>``, or ``lcodec`` for the default one."""
+    return LCODEC_PREFIX + model if model else "lcodec"
+
+
+def lcodec_model(name: str) -> str | None:
+    """The model named by a canonical lcodec eval name (None for ``lcodec``, the default)."""
+    return name[len(LCODEC_PREFIX):] if name.startswith(LCODEC_PREFIX) else None
+
+
 ALL_CODECS: tuple[str, ...] = ("lcodec", "jpeg", "webp", "avif-s6", "avif-s2", "jxl")
 ALIASES: dict[str, str] = {"avif": "avif-s6", "jpegxl": "jxl", "jpg": "jpeg"}
 
 
 def canonical_name(name: str) -> str:
-    """Resolve an alias ("avif" -> "avif-s6"); raises ValueError for unknown names."""
-    key = name.strip().lower()
+    """Resolve an alias ("avif" -> "avif-s6"); raises ValueError for unknown names.
+
+    ``lcodec-<model>`` is accepted for any model name (whether it is installed is
+    :func:`missing_reason`'s business); the model part keeps its case, as manifest names
+    are matched exactly.
+    """
+    raw = name.strip()
+    if raw.lower().startswith(LCODEC_PREFIX):
+        model = raw[len(LCODEC_PREFIX):]
+        if not _MODEL_NAME.fullmatch(model):
+            raise ValueError(f"unknown codec {name!r}: expected lcodec-<model name>")
+        return LCODEC_PREFIX + model
+    key = raw.lower()
     key = ALIASES.get(key, key)
     if key not in ALL_CODECS:
-        raise ValueError(f"unknown codec {name!r} (choose from {', '.join(ALL_CODECS)}, avif)")
+        raise ValueError(f"unknown codec {name!r} (choose from {', '.join(ALL_CODECS)}, avif, "
+                         "lcodec-<model>)")
     return key
 
 
@@ -292,13 +340,25 @@ def missing_reason(name: str) -> str | None:
         if codec is None or not getattr(codec, "available", False):
             return "this imagecodecs build has no JPEG XL support"
         return None
-    if key == "lcodec":
+    if key == "lcodec" or key.startswith(LCODEC_PREFIX):
         try:
             api = importlib.import_module("lcodec.api")
         except ImportError as exc:
             return f"lcodec.api cannot be imported ({exc})"
         if not hasattr(api, "Codec"):
             return "lcodec.api has no Codec class"
+        model = lcodec_model(key)
+        if model is None:
+            return None
+        try:
+            from lcodec.weights import read_manifest  # no torch at import time
+
+            entries = read_manifest()
+        except Exception as exc:  # noqa: BLE001 - WeightsError or a broken install
+            return f"cannot read the weights manifest ({exc})"
+        if not any(e.name == model for e in entries):
+            installed = ", ".join(sorted({e.label for e in entries})) or "none"
+            return f"weights {model} are not installed (installed: {installed})"
         return None
     raise AssertionError(key)  # pragma: no cover
 
@@ -323,8 +383,8 @@ def make_codec(name: str, qualities: Sequence[float] | None = None, device: str 
     """Create codec ``name``; ``qualities`` replaces its default sweep."""
     key = canonical_name(name)
     codec: EvalCodec
-    if key == "lcodec":
-        codec = LcodecCodec(device=device)
+    if key == "lcodec" or key.startswith(LCODEC_PREFIX):
+        codec = LcodecCodec(device=device, model=lcodec_model(key))
     elif key == "jpeg":
         codec = JpegCodec()
     elif key == "webp":

@@ -26,6 +26,10 @@ def _usable_codecs(codecs: str) -> list[str]:
     return usable
 
 
+def _is_lcodec(name: str) -> bool:
+    return name == "lcodec" or name.startswith("lcodec-")
+
+
 def _floats(text: str | None, what: str) -> list[float] | None:
     if not text:
         return None
@@ -38,8 +42,10 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @click.command("eval")
 @click.argument("images_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--codecs", default="lcodec,jpeg,webp,avif", show_default=True,
-              help="Comma-separated: lcodec, jpeg, webp, avif (= avif-s6), avif-s2, jxl.")
-@click.option("-q", "--quality", "qualities", default=None, help="lcodec's quality sweep, e.g. 1,2,4,8.")
+              help="Comma-separated: lcodec (the default model), lcodec-<model> (e.g. "
+                   "lcodec-hyperprior, lcodec-context), jpeg, webp, avif (= avif-s6), avif-s2, jxl.")
+@click.option("-q", "--quality", "qualities", default=None,
+              help="lcodec's quality sweep (every lcodec model), e.g. 1,2,4,8.")
 @click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for results.json and the RD plots.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
@@ -48,15 +54,18 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(images_dir, codecs, qualities, out_dir, jobs, limit, quiet):
     """Rate-distortion evaluation of lcodec against the formats people use."""
-    from .runner import format_bd_table, format_rd_table, run_eval
+    from .runner import DEFAULT_ANCHORS, format_bd_table, format_rd_table, run_eval
 
     usable = _usable_codecs(codecs)
     if not usable:
         _fail("no codec to evaluate")
     sweep = _floats(qualities, "-q")
+    lcodecs = [name for name in usable if _is_lcodec(name)]
+    # BD-rates against JPEG and against the first lcodec model asked for
+    anchors = ("jpeg", *lcodecs[:1]) if lcodecs else DEFAULT_ANCHORS
     try:
-        data = run_eval(images_dir, usable, {"lcodec": sweep} if sweep else None, out_dir, jobs,
-                        progress=not quiet and sys.stderr.isatty(), limit=limit)
+        data = run_eval(images_dir, usable, {name: sweep for name in lcodecs} if sweep else None, out_dir,
+                        jobs, progress=not quiet and sys.stderr.isatty(), limit=limit, anchors=anchors)
     except Exception as exc:  # noqa: BLE001 - one line for the user
         _fail(f"evaluation failed: {exc}")
     click.echo(format_rd_table(data["average"]))
@@ -87,6 +96,7 @@ def compare_command(image, bpp, out_path, codecs, crop):
         rows = compare(image, bpp, out_path, usable, box)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
+    width = max([8] + [len(r["codec"]) for r in rows])
     for r in rows:
-        click.echo(f"{r['codec']:<8} q {r['quality']:>6.3g}  {r['bpp']:.3f} bpp  {r['psnr']:.2f} dB")
+        click.echo(f"{r['codec']:<{width}} q {r['quality']:>6.3g}  {r['bpp']:.3f} bpp  {r['psnr']:.2f} dB")
     click.echo(f"wrote {out_path}")

@@ -58,7 +58,7 @@ def write_plots(results: Mapping[str, Any], out_dir: str | Path, quiet: bool = F
                 [p[key] for p in pts],
                 marker=markers[i % len(markers)],
                 markersize=4,
-                linewidth=1.5 if codec == "lcodec" else 1.0,
+                linewidth=1.5 if codec == "lcodec" or codec.startswith("lcodec-") else 1.0,
                 label=codec,
             )
         ax.set_xlabel("bits per pixel (whole file)")

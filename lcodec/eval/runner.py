@@ -216,11 +216,12 @@ def format_bd_table(table: Mapping[str, Mapping[str, Mapping[str, float]]], code
 
 def format_rd_table(average: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """Plain-text table of the averaged RD points of every codec."""
-    lines = [f"{'codec':<8} {'quality':>7} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} {'dec s':>7}"]
+    width = max([8] + [len(codec) for codec in average])
+    lines = [f"{'codec':<{width}} {'quality':>7} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} {'dec s':>7}"]
     for codec, points in average.items():
         for p in points:
             lines.append(
-                f"{codec:<8} {p['quality']:>7g} {p['bpp']:>7.3f} {p['psnr']:>7.2f} {p['ms_ssim']:>8.4f} "
+                f"{codec:<{width}} {p['quality']:>7g} {p['bpp']:>7.3f} {p['psnr']:>7.2f} {p['ms_ssim']:>8.4f} "
                 f"{p['encode_s']:>7.3f} {p['decode_s']:>7.3f}"
             )
     return "\n".join(lines)
@@ -258,8 +259,8 @@ def run_eval(
 
     Args:
         images_dir: folder of images (png/jpg/...; alpha dropped, converted to RGB).
-        codecs: codec names (``"lcodec"``, ``"jpeg"``, ``"webp"``, ``"avif"``/``"avif-s6"``,
-            ``"avif-s2"``, ``"jxl"``) or codec objects.
+        codecs: codec names (``"lcodec"``, ``"lcodec-<model>"``, ``"jpeg"``, ``"webp"``,
+            ``"avif"``/``"avif-s6"``, ``"avif-s2"``, ``"jxl"``) or codec objects.
         qualities: optional ``{codec name: sweep}`` overriding the default sweeps.
         out_dir: where ``results.json`` (and plots) go; None writes nothing.
         jobs: > 1 runs (image, codec) pairs in a spawn process pool; every worker

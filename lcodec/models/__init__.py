@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from torch import nn
 
+from .context import CheckerboardContext
 from .hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
 
-FAMILIES: dict[str, type[nn.Module]] = {"hyperprior": MeanScaleHyperprior}
+FAMILIES: dict[str, type[nn.Module]] = {"hyperprior": MeanScaleHyperprior,
+                                        "context": CheckerboardContext}
 
 
 def build_model(family: str, **config) -> nn.Module:
-    """Instantiate a model family with its architecture config (``N``, ``M``, ``lambdas``)."""
+    """Instantiate a model family with its architecture config (``N``, ``M``, ``lambdas``, ...)."""
     try:
         cls = FAMILIES[family]
     except KeyError:
@@ -21,4 +23,4 @@ def build_model(family: str, **config) -> nn.Module:
     return cls(**config)
 
 
-__all__ = ["DEFAULT_LAMBDAS", "FAMILIES", "MeanScaleHyperprior", "build_model"]
+__all__ = ["DEFAULT_LAMBDAS", "FAMILIES", "CheckerboardContext", "MeanScaleHyperprior", "build_model"]

@@ -1,8 +1,9 @@
-"""``python -m lcodec.train``: train (or resume), then optionally export weights."""
+"""``lcodec train`` / ``lcodec train-context``: train (or resume), then optionally export weights."""
 from __future__ import annotations
 
 import click
 
+from .context import ContextTrainConfig, train_context
 from .loop import TrainConfig, train
 
 
@@ -26,6 +27,9 @@ from .loop import TrainConfig, train
 @click.option("--bf16", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="bf16 autocast; 'auto' uses it only where the CPU has native bf16.")
 @click.option("--init-from", default=None, help="Start a fresh run from these weights (.pt).")
+@click.option("--level-weighting", type=click.Choice(["none", "normalized"]),
+              default=TrainConfig.level_weighting, show_default=True,
+              help="'normalized' divides each quality level's loss by its running mean.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest.")
@@ -35,6 +39,35 @@ def train_command(export_name: str | None, **kwargs) -> None:
     if export_name:
         from .export import export_checkpoint
         path = export_checkpoint(ckpt, export_name)
+        click.echo(f"exported {path}")
+
+
+C = ContextTrainConfig
+
+
+@click.command("train-context")
+@click.option("--init-from", required=True,
+              help="Hyperprior weights (.pt) whose transforms the context model keeps.")
+@click.option("--data", default=C.data, show_default=True, help="Folder of training photos.")
+@click.option("--run-dir", default=C.run_dir, show_default=True,
+              help="Checkpoint and log folder; an existing checkpoint there is resumed.")
+@click.option("--minutes", default=C.minutes, show_default=True, type=float,
+              help="Wall-clock budget of this run (the lr decays over its last part).")
+@click.option("--crop", default=C.crop, show_default=True, type=int, help="Crop size in pixels.")
+@click.option("--batch", default=C.batch, show_default=True, type=int)
+@click.option("--lr", default=C.lr, show_default=True, type=float)
+@click.option("--context-channels", default=C.context_channels, show_default=True, type=int)
+@click.option("--hidden", default=C.hidden, show_default=True, type=int)
+@click.option("--threads", default=C.threads, show_default=True, type=int)
+@click.option("--seed", default=C.seed, show_default=True, type=int)
+@click.option("--export", "export_name", default=None,
+              help="After training, export weights/<NAME>.pt and record it in the manifest.")
+def train_context_command(export_name: str | None, **kwargs) -> None:
+    """Train the checkerboard context model on top of frozen hyperprior weights."""
+    ckpt = train_context(ContextTrainConfig(**kwargs))
+    if export_name:
+        from .export import export_checkpoint
+        path = export_checkpoint(ckpt, export_name, make_default=False)
         click.echo(f"exported {path}")
 
 

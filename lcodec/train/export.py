@@ -1,8 +1,8 @@
 """Export a training checkpoint as shipped inference weights with their entropy tables.
 
 Writes ``weights/<name>-v<version>.pt`` (tensors only: the model's ``state_dict``, the
-integer probability tables under ``tables.*`` and the integer hyper-synthesis under
-``exact.*``) and adds it to ``weights/manifest.json`` with
+integer probability tables under ``tables.*`` and the integer networks that feed the entropy
+coder under ``exact.*``) and adds it to ``weights/manifest.json`` with
 its SHA-256, keeping every older version listed so old ``.lc`` files keep decoding.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from ..entropy.tables import default_scale_table, gaussian_tables, trimmed_tables
 from ..models import build_model
-from ..models.exact import quantize_sequential
+from ..models.exact import quantize_model
 from ..weights import MANIFEST, weights_dir
 
 Z_GRID = 255  # z tables are evaluated on the integers -Z_GRID..Z_GRID before trimming
@@ -46,7 +46,7 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
     tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     for k, v in build_tables(model).items():
         tensors[f"tables.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
-    tensors.update(quantize_sequential(model.h_s, "exact.h_s"))
+    tensors.update(quantize_model(model))
 
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}

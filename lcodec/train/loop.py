@@ -49,6 +49,7 @@ class TrainConfig:
     init_from: str | None = None  # a shipped weights file to start from
     seed: int = 0
     bf16: str = "auto"           # "auto" (if the CPU has native bf16), "on", "off"
+    level_weighting: str = "none"  # "none" or "normalized" (see level_weights)
     extra: dict = field(default_factory=dict)
 
 
@@ -145,6 +146,27 @@ def _lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
         t = min(1.0, (elapsed - start_decay) / (budget - start_decay))
         lr *= cfg.decay_to ** t
     return lr
+
+
+def level_weights(level: torch.Tensor, per_item: torch.Tensor, state: dict, mode: str) -> torch.Tensor:
+    """Per-item loss weights of the quality levels.
+
+    ``none``: 1. ``normalized``: divide each item's loss by its level's running mean loss
+    (times the mean over levels), so that every level's relative improvement counts the same.
+    Without it, the high-lambda levels' distortion terms (100x larger at the top level than at
+    the bottom one) dominate the shared transforms' gradients.
+    """
+    if mode == "none":
+        return torch.ones_like(per_item)
+    if mode != "normalized":
+        raise ValueError(f"unknown level weighting {mode!r}")
+    ema = state.setdefault("level_loss_ema", [0.0] * 64)
+    for k in level.unique().tolist():
+        v = float(per_item[level == k].mean())
+        ema[k] = v if ema[k] == 0 else 0.99 * ema[k] + 0.01 * v
+    seen = [e for e in ema if e > 0]
+    mean = sum(seen) / len(seen)
+    return torch.tensor([mean / ema[k] for k in level.tolist()], dtype=per_item.dtype)
 
 
 def rd_terms(out: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,9 +274,11 @@ def train(cfg: TrainConfig) -> Path:
             noise = time.time() - t0 < cfg.minutes * 60 * (1 - cfg.ste_frac)
             out = model(x, level, decoder_noise=noise)
         bpp, mse = rd_terms(out, x)
-        loss = (lambdas[level] * 255 ** 2 * mse + bpp).mean()
+        per_item = lambdas[level] * 255 ** 2 * mse + bpp
+        loss = per_item.mean()
+        weights = level_weights(level, per_item.detach(), state, cfg.level_weighting)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (per_item * weights).mean().backward()
         # Clip only outliers: at 4x the running gradient norm (typical norms are 30-600).
         limit = 4 * state.get("grad_norm_ema", 0.0) or float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), limit))

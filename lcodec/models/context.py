@@ -1,0 +1,86 @@
+"""The ``context`` model family: the hyperprior plus a two-pass checkerboard context (He et al. 2021).
+
+The latents of a tile are split by the parity of their position: *anchors* (``(i + j)`` even,
+counted from the tile's top-left latent) are coded first with the hyperprior's parameters
+alone; the *non-anchors* are coded second, with parameters that also see the decoded anchors
+around them through a 5x5 convolution. Both passes are whole-tensor operations, so decoding
+costs two sweeps instead of the one-latent-at-a-time loop of an autoregressive context
+(Minnen et al. 2018).
+
+The non-anchor parameters are the hyperprior's plus a learned correction::
+
+    raw_nonanchor = h_s(z) + entropy_parameters(cat(h_s(z), context_prediction(anchors)))
+
+With the correction's last layer at zero the model *is* the hyperprior it extends; the
+family reuses the hyperprior's transforms (``g_a``, ``g_s``, ``h_a``, ``h_s``, gains, the
+density of ``z``) and only adds the context networks, trained on top of frozen hyperprior
+weights (:mod:`lcodec.train.context`). The codec runs an integer twin of the context
+networks (:class:`lcodec.models.exact.ExactContext`) so that encoder and decoder agree bit
+for bit.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
+
+CONTEXT_KERNEL = 5
+
+
+def checkerboard_kernel_mask(kernel: int = CONTEXT_KERNEL) -> torch.Tensor:
+    """1 where a kernel tap, seen from a non-anchor, lands on an anchor (odd offset sum)."""
+    i = torch.arange(kernel).view(-1, 1)
+    j = torch.arange(kernel).view(1, -1)
+    return ((i + j - 2 * (kernel // 2)) % 2 != 0).float()
+
+
+def anchor_mask(height: int, width: int) -> torch.Tensor:
+    """Boolean ``(height, width)`` map of the anchor positions (``(i + j)`` even)."""
+    i = torch.arange(height).view(-1, 1)
+    j = torch.arange(width).view(1, -1)
+    return (i + j) % 2 == 0
+
+
+class CheckerboardContext(MeanScaleHyperprior):
+    """Mean-scale hyperprior with a checkerboard context for the non-anchor latents.
+
+    Args:
+        N, M, lambdas: as :class:`MeanScaleHyperprior`.
+        context_channels: output channels of the masked 5x5 context convolution.
+        hidden: width of the 1x1 layers that merge context and hyperprior parameters.
+    """
+
+    family = "context"
+
+    def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+                 context_channels: int = 96, hidden: int = 192) -> None:
+        super().__init__(N=N, M=M, lambdas=lambdas)
+        self.context_channels, self.hidden = context_channels, hidden
+        self.context_prediction = nn.Conv2d(M, context_channels, CONTEXT_KERNEL,
+                                            padding=CONTEXT_KERNEL // 2)
+        self.register_buffer("context_mask", checkerboard_kernel_mask().view(1, 1, CONTEXT_KERNEL, CONTEXT_KERNEL))
+        self.entropy_parameters = nn.Sequential(
+            nn.Conv2d(2 * M + context_channels, hidden, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(hidden, 2 * M, 1))
+        nn.init.zeros_(self.entropy_parameters[-1].weight)  # start as the plain hyperprior
+        nn.init.zeros_(self.entropy_parameters[-1].bias)
+
+    def context_layers(self) -> tuple[nn.Conv2d, nn.Sequential]:
+        """The masked context convolution (mask applied) and the merging network, for export."""
+        pred = nn.Conv2d(self.M, self.context_channels, CONTEXT_KERNEL, padding=CONTEXT_KERNEL // 2)
+        pred.weight.data = (self.context_prediction.weight * self.context_mask).detach().clone()
+        pred.bias.data = self.context_prediction.bias.detach().clone()
+        return pred, self.entropy_parameters
+
+    def nonanchor_params(self, anchors: torch.Tensor, hyper_raw: torch.Tensor) -> torch.Tensor:
+        """Raw (scales, means) parameters for the non-anchors (float; training and checks).
+
+        ``anchors`` holds the decoded latents at anchor positions and zeros elsewhere;
+        ``hyper_raw`` is the output of ``h_s``.
+        """
+        w = self.context_prediction.weight * self.context_mask.to(anchors.dtype)
+        ctx = nn.functional.conv2d(anchors, w, self.context_prediction.bias,
+                                   padding=CONTEXT_KERNEL // 2)
+        return hyper_raw + self.entropy_parameters(torch.cat([hyper_raw, ctx], dim=1))
