@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 KODAK  ?= ../shared/data/kodak
 TRAIN  ?= ../shared/data/train
 
-.PHONY: setup demo test bench train fuzz clean
+.PHONY: setup demo test bench train train-context fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ fuzz: setup
 # Reproduce the shipped weights (see docs/model-card.md): resumes runs/hyperprior if present.
 train: setup
 	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --minutes 125 --export hyperprior
+
+# The context model on top of the newest shipped hyperprior (its transforms stay frozen).
+train-context: setup
+	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context --minutes 15 --export context
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out.lc demo-out.png .pytest_cache

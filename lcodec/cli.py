@@ -366,7 +366,7 @@ def _check_json(single: bool, tasks: list[batch.Task], as_json: bool) -> None:
               help="Output .lc file ('-' for stdout), or the output folder for several inputs or a folder.")
 @click.option("-q", "--quality", default=4.0, show_default=True, type=float,
               help="1 (smallest) .. 8 (best); fractional values allowed.")
-@click.option("--model", default=None, help="Model to encode with (default: the shipped default).")
+@click.option("--model", default=None, help="Model to encode with: context (checkerboard context) or hyperprior (default: the manifest's default; decode reads it from the file).")
 @tile_option
 @memory_option
 @device_option

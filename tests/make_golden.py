@@ -1,4 +1,4 @@
-"""Regenerate the golden files of the *current* default weights: ``python -m tests.make_golden``.
+"""Write golden files for the newest weights of every installed model: ``python -m tests.make_golden``.
 
 Golden files are written once per (format version, model version) and then never changed:
 every later lcodec must decode them (tests/test_golden.py). Existing files are kept.
@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from lcodec import api, container
+from lcodec.weights import read_manifest
 from tests.conftest import synthetic_photo
 
 HERE = Path(__file__).parent / "golden"
@@ -26,8 +27,9 @@ def main() -> None:
     HERE.mkdir(exist_ok=True)
     index_path = HERE / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    for suffix, w, h, q, tile, gray in CASES:
-        codec = api.Codec("cpu", tile=tile)
+    models = sorted({e.name for e in read_manifest()})
+    for model, (suffix, w, h, q, tile, gray) in ((m, c) for m in models for c in CASES):
+        codec = api.Codec("cpu", model=model, tile=tile)
         pixels = synthetic_photo(w, h, seed=w)
         channels = 3
         if gray:

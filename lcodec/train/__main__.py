@@ -47,7 +47,8 @@ C = ContextTrainConfig
 
 @click.command("train-context")
 @click.option("--init-from", required=True,
-              help="Hyperprior weights (.pt) whose transforms the context model keeps.")
+              help="Hyperprior weights whose transforms the context model keeps: a .pt file, "
+                   "or a model name in the manifest (its newest version).")
 @click.option("--data", default=C.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=C.run_dir, show_default=True,
               help="Checkpoint and log folder; an existing checkpoint there is resumed.")

@@ -32,7 +32,7 @@ from .data import list_images, load_rgb, split_holdout
 
 @dataclass
 class ContextTrainConfig:
-    init_from: str                # hyperprior weights whose transforms are kept
+    init_from: str                # hyperprior weights (.pt, or a manifest name) whose transforms are kept
     data: str = "../shared/data/train"
     run_dir: str = "runs/context"
     minutes: float = 15.0
@@ -120,14 +120,17 @@ def validate(model: torch.nn.Module, latents: list[torch.Tensor]) -> dict[str, f
 
 def train_context(cfg: ContextTrainConfig) -> Path:
     """Run (or resume) context training for ``cfg.minutes``; return the checkpoint path."""
-    from ..weights import load_state_dict
+    from ..weights import find_entry, load_state_dict, weights_dir
 
     torch.set_num_threads(cfg.threads)
+    init = Path(cfg.init_from)
+    if not init.exists():  # a model name from the manifest: its newest version
+        init = weights_dir() / find_entry(cfg.init_from).file
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
-    base = load_state_dict(Path(cfg.init_from))
+    base = load_state_dict(init)
     N, M = base["g_a.0.weight"].shape[0], base["g_a.6.weight"].shape[0]
     lambdas = tuple(float(v) for v in base["lambdas"])
     config = {"family": "context", "N": N, "M": M, "lambdas": list(lambdas),
@@ -144,7 +147,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         p.requires_grad_(True)
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [],
-             "init_from": Path(cfg.init_from).name}
+             "init_from": init.name}
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
@@ -195,7 +198,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         loss = ctx_bits / pixels
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if math.isfinite(float(loss)):
+        if math.isfinite(loss.item()):
             opt.step()
         state["step"] += 1
         acc["ctx"] += float(ctx_bits)

@@ -1,0 +1,113 @@
+"""Training code: short real runs on generated photos, resume, export, and the Kodak probe."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lcodec.api import Codec
+from lcodec.train.context import ContextTrainConfig, train_context
+from lcodec.train.export import export_checkpoint
+from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
+from lcodec.train.loop import TrainConfig, level_weights, train
+from lcodec.weights import find_entry, weights_dir
+
+from .conftest import psnr, synthetic_photo
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """Training sets torch's thread count; later tests should not inherit it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        Image.fromarray(synthetic_photo(192, 160, seed=i)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_level_weights_equalize_levels_whose_losses_differ_in_scale():
+    state: dict = {}
+    level = torch.tensor([0, 0, 7, 7])
+    per_item = torch.tensor([1.0, 1.0, 100.0, 100.0])
+    w = level_weights(level, per_item, state, "normalized")
+    weighted = per_item * w
+    assert torch.allclose(weighted[:2], weighted[2:])
+    assert torch.equal(level_weights(level, per_item, {}, "none"), torch.ones(4))
+    with pytest.raises(ValueError):
+        level_weights(level, per_item, {}, "sideways")
+
+
+def test_train_resume_and_export(photos, tmp_path, monkeypatch):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.03, crop=64, batch=2,
+               threads="1", level_weighting="normalized")
+    ckpt = train(TrainConfig(**cfg))
+    first = json.loads(torch.load(ckpt, weights_only=True)["state_json"])
+    assert first["step"] > 0 and first["level_loss_ema"][:8] != [0.0] * 8
+    train(TrainConfig(**cfg))  # resumes the same run
+    second = json.loads(torch.load(ckpt, weights_only=True)["state_json"])
+    assert second["step"] > first["step"] and len(second["runs"]) == 2
+    assert (tmp_path / "run" / "log.jsonl").exists()
+
+    folder = tmp_path / "weights"
+    path = export_checkpoint(ckpt, "hyperprior", folder=folder)
+    assert path.name == "hyperprior-v1.pt"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["models"][0]["training"]["steps"] == second["step"]
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(80, 48, seed=9)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 5.0))
+    assert out.shape == pixels.shape and header.model_name == "hyperprior"
+
+
+def test_train_context_learns_and_exports(photos, tmp_path, monkeypatch):
+    hp = find_entry("hyperprior")
+    ckpt = train_context(ContextTrainConfig(init_from=str(weights_dir() / hp.file), data=str(photos),
+                                            run_dir=str(tmp_path / "ctx"), minutes=0.08, crop=128,
+                                            batch=2, threads=1, log_every=5))
+    saved = torch.load(ckpt, weights_only=True)
+    state = json.loads(saved["state_json"])
+    assert state["step"] > 0 and set(state["final_val"]) == {"q1_saving_pct", "q5_saving_pct", "q8_saving_pct"}
+    # the transforms stay the hyperprior's, bit for bit
+    base = torch.load(weights_dir() / hp.file, weights_only=True)
+    assert torch.equal(saved["model"]["g_s.0.weight"], base["g_s.0.weight"])
+    assert torch.equal(saved["model"]["h_s.4.weight"], base["h_s.4.weight"])
+    assert not torch.equal(saved["model"]["entropy_parameters.4.weight"],
+                           torch.zeros_like(saved["model"]["entropy_parameters.4.weight"]))
+
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "context", make_default=False, folder=folder)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(128, 96, seed=3)
+    data = Codec("cpu", model="context").encode_pixels(pixels, 3, 6.0)
+    out, header = Codec("cpu").decode_pixels(data)
+    assert header.model_name == "context" and psnr(out, pixels) > 24
+
+
+def test_probe_reports_every_level_and_bd_rates(tmp_path):
+    hp = find_entry("hyperprior")
+    tensors = torch.load(weights_dir() / hp.file, weights_only=True)
+    state = {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
+    ckpt = tmp_path / "c.pt"
+    torch.save({"model": state, "config_json": json.dumps({"family": "hyperprior", **hp.config})}, ckpt)
+    model = load_checkpoint_model(ckpt)
+    images = [synthetic_photo(70, 50, seed=s) for s in range(2)]
+    points = probe(model, images, levels=(1, 4, 8))
+    assert [p["quality"] for p in points] == [1, 4, 8]
+    assert points[0]["bpp"] < points[1]["bpp"] < points[2]["bpp"]
+    assert points[0]["psnr"] < points[2]["psnr"]
+    cache = tmp_path / "classical.json"
+    records = [{"codec": "jpeg", "quality": q, "image": f"i{i}", "bpp": b + i * 0.1, "psnr": d}
+               for i in range(2) for q, b, d in ((10, 0.3, 27.0), (50, 0.8, 31.0), (90, 2.0, 37.0))]
+    cache.write_text(json.dumps({"per_image": records}))
+    curves = classical_curves(cache)
+    assert list(curves) == ["jpeg"]
+    assert np.allclose(curves["jpeg"], [(0.35, 27.0), (0.85, 31.0), (2.05, 37.0)])
