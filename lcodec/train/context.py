@@ -201,7 +201,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         if math.isfinite(loss.item()):
             opt.step()
         state["step"] += 1
-        acc["ctx"] += float(ctx_bits)
+        acc["ctx"] += ctx_bits.item()
         acc["hyper"] += float(hyper_bits)
         state["cpu_seconds"] = cpu_base + time.process_time() - cpu0
         state["wall_seconds"] = wall_base + time.time() - t0
