@@ -126,3 +126,18 @@ def test_eval_command_takes_lcodec_model_names(tmp_path):
     assert [p["quality"] for p in saved["average"]["lcodec-hyperprior"]] == [2.0, 6.0]
     assert list(saved["bd_rate"]["psnr"]) == ["jpeg", "lcodec-hyperprior"]
     assert "vs lcodec-hyperprior PSNR" in r.stdout
+
+
+def test_campaign_section_lists_every_checkpoint(tmp_path):
+    from lcodec.eval.benchmark import campaign_markdown
+
+    entries = [{"label": "v1", "date": "2026-11-22", "steps": 100, "cpu_hours": 1.0,
+                "bd_rate_pct": {"jpeg": 80.0, "webp": 180.0}},
+               {"label": "arm", "date": "2026-11-22", "steps": 200, "cpu_hours": 2.0, "side_branch": True,
+                "bd_rate_pct": {"jpeg": 50.0, "webp": 120.0}},
+               {"label": "v2", "date": "2026-11-23", "steps": 300, "cpu_hours": 2.0,
+                "bd_rate_pct": {"jpeg": 40.0}}]
+    md = campaign_markdown(entries, tmp_path)
+    assert "| v1 | 2026-11-22 | 100 | 1.00 | +80.0% | +180.0% |" in md
+    assert "| v2 | 2026-11-23 | 300 | 2.00 | +40.0% | - |" in md
+    assert "vs avif-s6" not in md  # no entry has it

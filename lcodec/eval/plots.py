@@ -71,3 +71,40 @@ def write_plots(results: Mapping[str, Any], out_dir: str | Path, quiet: bool = F
         fig.savefig(path)
         written.append(path)
     return written
+
+
+def write_campaign_plot(entries: list[Mapping[str, Any]], path: str | Path,
+                        anchors: tuple[str, ...] = ("jpeg", "webp", "avif-s6", "avif-s2")) -> Path | None:
+    """Kodak BD-rate of each recorded checkpoint against the classical codecs, over the
+    cumulative CPU-hours of training (``docs/bench/campaign.json``); entries marked
+    ``side_branch`` (recipe arms that were not continued) are drawn hollow, off the line.
+    None without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for codec in anchors:
+        def points(side: bool) -> list[tuple[float, float]]:
+            return sorted((e["cpu_hours"], e["bd_rate_pct"][codec]) for e in entries
+                          if codec in e.get("bd_rate_pct", {}) and bool(e.get("side_branch")) == side)
+
+        main, side = points(False), points(True)
+        if main:
+            line, = ax.plot([p[0] for p in main], [p[1] for p in main], marker="o", label=f"vs {codec}")
+            if side:  # recipe arms that were not continued: hollow markers, no line
+                ax.plot([p[0] for p in side], [p[1] for p in side], linestyle="none", marker="o",
+                        markerfacecolor="none", color=line.get_color())
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("cumulative training CPU-hours")
+    ax.set_ylabel("Kodak BD-rate, PSNR (%)")
+    ax.set_title("hyperprior weights campaign (lower is better)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path

@@ -1,6 +1,7 @@
 """A quick rate-distortion probe of a training checkpoint on a test image set (Kodak).
 
-``python -m lcodec.train.kodak_probe CHECKPOINT [--kodak DIR] [--classical docs/bench/classical.json]``
+``python -m lcodec.train.kodak_probe CHECKPOINT [--kodak DIR] [--classical docs/bench/classical.json]
+[--record docs/bench/campaign.json --label TEXT --prior-cpu-hours H]``
 
 Estimates, per quality level, the average bpp (the likelihoods' bits of ``y`` and ``z``:
 within about 0.5% of real range coding plus the container's ~60 bytes) and PSNR (8-bit
@@ -9,6 +10,10 @@ points against the classical codecs cached by ``make bench``. It takes about a m
 cores, against ~5 for a full ``make bench``, so training runs and recipe comparisons can be
 judged on the real test set without exporting weights. Shipping decisions still use
 ``make bench``.
+
+``--record`` appends the result, with the checkpoint's steps and CPU-hours (plus
+``--prior-cpu-hours`` spent before the run it was resumed or initialized from), to the
+weights campaign's history, which ``make bench`` plots as BD-rate against CPU-hours.
 """
 from __future__ import annotations
 
@@ -74,12 +79,31 @@ def load_checkpoint_model(path: Path) -> torch.nn.Module:
     return model
 
 
+def record_result(history: Path, checkpoint: Path, label: str, prior_cpu_hours: float,
+                  result: dict) -> None:
+    """Append a probe result to the campaign history ``history`` (a JSON list)."""
+    import datetime as dt
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = json.loads(ck.get("state_json", "{}"))
+    entries = json.loads(history.read_text()) if history.exists() else []
+    entries.append({"label": label, "date": dt.date.today().isoformat(), "steps": state.get("step"),
+                    "cpu_hours": round(state.get("cpu_seconds", 0.0) / 3600 + prior_cpu_hours, 3),
+                    "images": result["images"], "points": result["points"],
+                    "bd_rate_pct": result["bd_rate_pct"]})
+    history.write_text(json.dumps(entries, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
     ap.add_argument("--classical", type=Path, default=Path("docs/bench/classical.json"))
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--record", type=Path, help="append the result to this campaign history (JSON)")
+    ap.add_argument("--label", default="", help="what the recorded checkpoint is")
+    ap.add_argument("--prior-cpu-hours", type=float, default=0.0,
+                    help="CPU-hours spent before the checkpoint's own run history")
     args = ap.parse_args(argv)
     model = load_checkpoint_model(args.checkpoint)
     images = [load_rgb(p) for p in list_images(args.kodak)]
@@ -92,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             bd[codec] = bd_rate([c[0] for c in curve], [c[1] for c in curve], rates, dists)
     result = {"checkpoint": str(args.checkpoint), "images": len(images), "points": points,
               "bd_rate_pct": bd}
+    if args.record:
+        record_result(args.record, args.checkpoint, args.label, args.prior_cpu_hours, result)
     if args.json:
         print(json.dumps(result))
         return
