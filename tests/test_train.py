@@ -12,7 +12,7 @@ from lcodec.api import Codec
 from lcodec.train.context import ContextTrainConfig, train_context
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
-from lcodec.train.loop import TrainConfig, level_weights, train
+from lcodec.train.loop import CompiledForward, TrainConfig, level_weights, train
 from lcodec.weights import find_entry, weights_dir
 
 from .conftest import psnr, synthetic_photo
@@ -46,9 +46,28 @@ def test_level_weights_equalize_levels_whose_losses_differ_in_scale():
         level_weights(level, per_item, {}, "sideways")
 
 
+def test_compiled_forward_falls_back_to_eager_when_compilation_fails(monkeypatch, capsys):
+    model = torch.nn.Linear(3, 2)
+    x = torch.ones(1, 3)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda m: broken)
+    forward = CompiledForward(model, "auto")
+    assert forward.active
+    assert torch.equal(forward(x), model(x))
+    assert not forward.active and "eager mode" in capsys.readouterr().out
+    with pytest.raises(RuntimeError):
+        CompiledForward(model, "on")(x)
+    assert torch.equal(CompiledForward(model, "off")(x), model(x))
+    with pytest.raises(ValueError):
+        CompiledForward(model, "sometimes")
+
+
 def test_train_resume_and_export(photos, tmp_path, monkeypatch):
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.03, crop=64, batch=2,
-               threads="1", level_weighting="normalized")
+               threads="1", level_weighting="normalized", compile="off")
     ckpt = train(TrainConfig(**cfg))
     first = json.loads(torch.load(ckpt, weights_only=True)["state_json"])
     assert first["step"] > 0 and first["level_loss_ema"][:8] != [0.0] * 8

@@ -26,6 +26,9 @@ from .loop import TrainConfig, train
               help="Torch threads, or 'auto' to measure and pick.")
 @click.option("--bf16", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="bf16 autocast; 'auto' uses it only where the CPU has native bf16.")
+@click.option("--compile", type=click.Choice(["auto", "on", "off"]), default=TrainConfig.compile,
+              show_default=True,
+              help="torch.compile the training step; 'auto' falls back to eager mode if it fails.")
 @click.option("--init-from", default=None, help="Start a fresh run from these weights (.pt).")
 @click.option("--level-weighting", type=click.Choice(["none", "normalized"]),
               default=TrainConfig.level_weighting, show_default=True,
