@@ -36,9 +36,11 @@ FUZZ_SECONDS ?= 600
 fuzz: setup
 	OMP_NUM_THREADS=1 $(BIN)/python tests/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS)
 
-# Reproduce the shipped weights (see docs/model-card.md): resumes runs/hyperprior if present.
+# One session of the weights campaign (see docs/model-card.md): resumes runs/hyperprior if it
+# has a checkpoint, else starts from the newest shipped hyperprior; exports the next version.
 train: setup
-	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --minutes 125 --export hyperprior
+	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --init-from hyperprior \
+	  --level-weighting normalized --minutes 110 --export hyperprior
 
 # The context model on top of the newest shipped hyperprior (its transforms stay frozen).
 train-context: setup

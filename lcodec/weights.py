@@ -120,6 +120,12 @@ def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict:
     return tensors
 
 
+def resolve_weights_file(spec: str) -> Path:
+    """A weights file given as a path, or as a model name in the manifest (its newest version)."""
+    path = Path(spec)
+    return path if path.exists() else weights_dir() / find_entry(spec).file
+
+
 def load_state_dict(path: Path) -> dict:
     """A model ``state_dict`` from a weights file (for training restarts; no hash check)."""
     import torch

@@ -65,6 +65,15 @@ def test_compiled_forward_falls_back_to_eager_when_compilation_fails(monkeypatch
         CompiledForward(model, "sometimes")
 
 
+def test_train_starts_from_shipped_weights_named_in_the_manifest(photos, tmp_path):
+    ckpt = train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0,
+                             threads="1", compile="off", init_from="hyperprior"))
+    trained = torch.load(ckpt, weights_only=True)["model"]
+    shipped = torch.load(weights_dir() / find_entry("hyperprior").file, weights_only=True)
+    assert trained.keys() <= shipped.keys()
+    assert all(torch.equal(trained[k], shipped[k]) for k in trained)
+
+
 def test_train_resume_and_export(photos, tmp_path, monkeypatch):
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.03, crop=64, batch=2,
                threads="1", level_weighting="normalized", compile="off")

@@ -120,12 +120,10 @@ def validate(model: torch.nn.Module, latents: list[torch.Tensor]) -> dict[str, f
 
 def train_context(cfg: ContextTrainConfig) -> Path:
     """Run (or resume) context training for ``cfg.minutes``; return the checkpoint path."""
-    from ..weights import find_entry, load_state_dict, weights_dir
+    from ..weights import load_state_dict, resolve_weights_file
 
     torch.set_num_threads(cfg.threads)
-    init = Path(cfg.init_from)
-    if not init.exists():  # a model name from the manifest: its newest version
-        init = weights_dir() / find_entry(cfg.init_from).file
+    init = resolve_weights_file(cfg.init_from)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"

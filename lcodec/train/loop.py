@@ -46,7 +46,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     log_every: int = 100
     validate_every: int = 1000
-    init_from: str | None = None  # a shipped weights file to start from
+    init_from: str | None = None  # shipped weights to start from: a .pt file or a manifest name
     seed: int = 0
     bf16: str = "auto"           # "auto" (if the CPU has native bf16), "on", "off"
     level_weighting: str = "none"  # "none" or "normalized" (see level_weights)
@@ -278,8 +278,8 @@ def train(cfg: TrainConfig) -> Path:
         state = json.loads(ck["state_json"])
         print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
     elif cfg.init_from:
-        from ..weights import load_state_dict
-        model.load_state_dict(load_state_dict(Path(cfg.init_from)))
+        from ..weights import load_state_dict, resolve_weights_file
+        model.load_state_dict(load_state_dict(resolve_weights_file(cfg.init_from)))
         print(f"initialized from {cfg.init_from}", flush=True)
     model = model.to(memory_format=torch.channels_last).train()
 
