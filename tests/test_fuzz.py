@@ -35,6 +35,7 @@ from lcodec import container
 from lcodec.api import Codec, prepare
 from lcodec.cli import main
 from lcodec.errors import LcodecError
+from lcodec.weights import read_manifest
 
 from .conftest import synthetic_photo
 from .make_corpus import CORPUS, build, chunk, refix_crcs, replace_streams, spans
@@ -51,8 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- valid files to start from --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def valid_files(codec) -> list[bytes]:
-    """Small real files, each at another quality: RGB, grayscale, 1x1, 2x2 tiles, and one with
-    an alpha plane, an ICC profile and EXIF."""
+    """Small real files, each at another quality: RGB, grayscale, 1x1, 2x2 tiles, one with
+    an alpha plane, an ICC profile and EXIF, and a tiled file of every installed model family."""
     gray = synthetic_photo(70, 9, seed=1)
     gray[:] = gray.mean(axis=2, keepdims=True).astype(np.uint8)
     alpha = np.tile(np.arange(30, dtype=np.uint8) * 8, (20, 1))
@@ -65,7 +66,9 @@ def valid_files(codec) -> list[bytes]:
             codec.encode_pixels(synthetic_photo(1, 1, seed=2), 3, 8.0),
             Codec(device="cpu", tile=64).encode_pixels(synthetic_photo(100, 70, seed=4), 3, 6.0),
             codec.encode_pixels(synthetic_photo(30, 20, seed=5), 3, 3.0, alpha=alpha,
-                                icc=b"not really an ICC profile", exif=exif_bytes)]
+                                icc=b"not really an ICC profile", exif=exif_bytes)] + [
+            Codec(device="cpu", model=name, tile=64).encode_pixels(synthetic_photo(90, 66, seed=6), 3, 5.0)
+            for name in sorted({e.name for e in read_manifest()})]
 
 
 # -- mutations -------------------------------------------------------------------------------------
