@@ -28,6 +28,7 @@ from ..models import build_model
 from ..models.context import anchor_mask
 from ..models.entropy_models import gaussian_likelihood
 from .data import list_images, load_rgb, split_holdout
+from .loop import keep_freed_memory, resume
 
 
 @dataclass
@@ -123,6 +124,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     from ..weights import load_state_dict, resolve_weights_file
 
     torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     init = resolve_weights_file(cfg.init_from)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,12 +148,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [],
              "init_from": init.name}
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = json.loads(ck["state_json"])
-        print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
+    state = resume(ckpt_path, model, opt) or state
     model.eval()  # no dropout or batch statistics; eval only freezes nothing else
 
     train_paths, held_paths = split_holdout(list_images(Path(cfg.data)))

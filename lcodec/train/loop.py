@@ -260,6 +260,18 @@ def validate(model: torch.nn.Module, crops: list[torch.Tensor]) -> dict[str, flo
     return result
 
 
+def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict | None:
+    """Load a run's checkpoint into ``model`` and ``opt``; return its state (None: no checkpoint)."""
+    if not ckpt_path.exists():
+        return None
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    state = json.loads(ck["state_json"])
+    print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
+    return state
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training for ``cfg.minutes``; return the checkpoint path."""
     run_dir = Path(cfg.run_dir)
@@ -271,12 +283,9 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg.family, N=cfg.N, M=cfg.M, lambdas=tuple(cfg.lambdas))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = json.loads(ck["state_json"])
-        print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
+    resumed = resume(ckpt_path, model, opt)
+    if resumed is not None:
+        state = resumed
     elif cfg.init_from:
         from ..weights import load_state_dict, resolve_weights_file
         model.load_state_dict(load_state_dict(resolve_weights_file(cfg.init_from)))
