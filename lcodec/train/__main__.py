@@ -13,6 +13,8 @@ from .loop import TrainConfig, train
               help="Checkpoint and log folder; an existing checkpoint there is resumed.")
 @click.option("--minutes", default=TrainConfig.minutes, show_default=True, type=float,
               help="Wall-clock budget of this run (the lr decays over its last part).")
+@click.option("--max-steps", default=TrainConfig.max_steps, show_default=True, type=int,
+              help="Also stop when the run reaches this step (0: no limit).")
 @click.option("--N", "N", default=TrainConfig.N, show_default=True, type=int)
 @click.option("--M", "M", default=TrainConfig.M, show_default=True, type=int)
 @click.option("--crop", default=TrainConfig.crop, show_default=True, type=int)

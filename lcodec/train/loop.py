@@ -39,6 +39,7 @@ class TrainConfig:
     lr: float = 5e-4
     warmup: int = 300
     minutes: float = 60.0         # wall-clock budget of this invocation
+    max_steps: int = 0            # also stop when the run reaches this step (0: no limit)
     decay_frac: float = 0.15      # final fraction of the budget: lr decays to lr * decay_to
     decay_to: float = 0.1
     ste_frac: float = 0.35        # final fraction of the budget: the decoder sees rounded latents
@@ -329,7 +330,8 @@ def train(cfg: TrainConfig) -> Path:
     cpu_base, wall_base = state["cpu_seconds"], state["wall_seconds"]
     last_ckpt = t0
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
-    while not stop["flag"] and time.time() - t0 < cfg.minutes * 60:
+    while (not stop["flag"] and time.time() - t0 < cfg.minutes * 60
+           and not 0 < cfg.max_steps <= state["step"]):
         ts = time.perf_counter()
         step = state["step"]
         lr = _lr_at(cfg, step, time.time() - t0) * state.get("lr_scale", 1.0)
