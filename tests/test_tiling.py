@@ -12,7 +12,7 @@ from lcodec.cli import main
 from lcodec.errors import CorruptStreamError, LcodecError
 from lcodec.tiling import Rect, choose_tile_size, tile_grid
 
-from .conftest import synthetic_photo
+from .conftest import psnr, synthetic_photo
 
 
 def test_tile_grid_covers_the_padded_image_once():
@@ -42,8 +42,11 @@ def tiled(pixels):
     return Codec("cpu", tile=64).encode_pixels(pixels, 3, 3.0)
 
 
-def test_tiled_coding_matches_whole_image_coding(pixels, tiled):
-    whole = Codec("cpu", tile=4096).encode_pixels(pixels, 3, 3.0)
+def test_tiled_coding_matches_whole_image_coding(pixels):
+    """hyperprior: every latent's parameters come from the global z, so tiles code the same
+    symbols as the whole image."""
+    tiled = Codec("cpu", model="hyperprior", tile=64).encode_pixels(pixels, 3, 3.0)
+    whole = Codec("cpu", model="hyperprior", tile=4096).encode_pixels(pixels, 3, 3.0)
     assert container.parse(tiled).header.tile_width == 64
     assert len(container.parse(tiled).tiles) == 20 and len(container.parse(whole).tiles) == 1
     a, _ = Codec("cpu").decode_pixels(whole)
@@ -51,6 +54,18 @@ def test_tiled_coding_matches_whole_image_coding(pixels, tiled):
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # the same symbols, split into tiles: only the per-tile framing costs bytes
     assert len(tiled) - len(whole) < 20 * 24
+
+
+def test_tiled_context_coding_costs_little(pixels):
+    """context: the checkerboard context looks only inside its tile, so the non-anchors next
+    to a tile border get the hyperprior's means: other symbols, about the same size and
+    quality."""
+    tiled = Codec("cpu", model="context", tile=64).encode_pixels(pixels, 3, 3.0)
+    whole = Codec("cpu", model="context", tile=4096).encode_pixels(pixels, 3, 3.0)
+    a, _ = Codec("cpu").decode_pixels(whole)
+    b, _ = Codec("cpu").decode_pixels(tiled)
+    assert abs(psnr(a, pixels) - psnr(b, pixels)) < 0.2
+    assert len(tiled) < 1.15 * len(whole)
 
 
 def test_synthesis_tiles_do_not_change_the_result(tiled):
