@@ -74,6 +74,24 @@ def test_train_starts_from_shipped_weights_named_in_the_manifest(photos, tmp_pat
     assert all(torch.equal(trained[k], shipped[k]) for k in trained)
 
 
+def test_export_keeps_another_model_as_the_default(tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"models": [
+        {"name": "hyperprior", "version": 1, "default": False},
+        {"name": "context", "version": 1, "default": True}]}))
+    src = weights_dir() / find_entry("hyperprior").file
+    state = {k: v for k, v in torch.load(src, weights_only=True).items()
+             if not k.startswith(("tables.", "exact."))}
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"model": state, "config_json": json.dumps({"family": "hyperprior", "N": 64, "M": 96}),
+                "state_json": "{}"}, ckpt)
+    export_checkpoint(ckpt, "hyperprior", folder=folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [(m["name"], m["version"], m["default"]) for m in manifest["models"]] == [
+        ("hyperprior", 1, False), ("context", 1, True), ("hyperprior", 2, False)]
+
+
 def test_train_resume_and_export(photos, tmp_path, monkeypatch):
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.03, crop=64, batch=2,
                threads="1", level_weighting="normalized", compile="off")
@@ -90,6 +108,7 @@ def test_train_resume_and_export(photos, tmp_path, monkeypatch):
     assert path.name == "hyperprior-v1.pt"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["models"][0]["training"]["steps"] == second["step"]
+    assert manifest["models"][0]["default"]  # the first model exported is the default
     monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
     pixels = synthetic_photo(80, 48, seed=9)
     out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 5.0))

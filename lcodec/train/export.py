@@ -34,7 +34,11 @@ def build_tables(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
                       notes: dict | None = None, folder: Path | None = None) -> Path:
-    """Write the weights of ``checkpoint`` as the next version of ``name``; return the path."""
+    """Write the weights of ``checkpoint`` as the next version of ``name``; return the path.
+
+    With ``make_default`` the new version becomes the manifest's default model if the current
+    default is an older version of ``name`` (or there is none); another model stays default.
+    """
     folder = Path(folder or weights_dir())
     folder.mkdir(parents=True, exist_ok=True)
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -50,6 +54,9 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
 
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
+    # The new version takes over the default only from its own model (or an empty manifest):
+    # exporting hyperprior weights must not demote another default model such as ``context``.
+    make_default = make_default and all(m["name"] == name for m in manifest["models"] if m.get("default"))
     version = 1 + max((m["version"] for m in manifest["models"] if m["name"] == name), default=0)
     path = folder / f"{name}-v{version}.pt"
     buf = io.BytesIO()
