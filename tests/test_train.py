@@ -13,7 +13,7 @@ from lcodec.train.context import ContextTrainConfig, train_context
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
 from lcodec.train.loop import CompiledForward, TrainConfig, level_weights, train
-from lcodec.weights import find_entry, weights_dir
+from lcodec.weights import find_entry, load_state_dict, weights_dir
 
 from .conftest import psnr, synthetic_photo
 
@@ -80,11 +80,8 @@ def test_export_keeps_another_model_as_the_default(tmp_path):
     (folder / "manifest.json").write_text(json.dumps({"models": [
         {"name": "hyperprior", "version": 1, "default": False},
         {"name": "context", "version": 1, "default": True}]}))
-    src = weights_dir() / find_entry("hyperprior").file
-    state = {k: v for k, v in torch.load(src, weights_only=True).items()
-             if not k.startswith(("tables.", "exact."))}
     ckpt = tmp_path / "checkpoint.pt"
-    torch.save({"model": state, "config_json": json.dumps({"family": "hyperprior", "N": 64, "M": 96}),
+    torch.save({"model": load_state_dict(weights_dir() / find_entry("hyperprior").file), "config_json": json.dumps({"family": "hyperprior", "N": 64, "M": 96}),
                 "state_json": "{}"}, ckpt)
     export_checkpoint(ckpt, "hyperprior", folder=folder)
     manifest = json.loads((folder / "manifest.json").read_text())
