@@ -12,7 +12,9 @@ from lcodec.api import Codec
 from lcodec.train.context import ContextTrainConfig, train_context
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
-from lcodec.train.loop import CompiledForward, TrainConfig, level_weights, train
+from lcodec.models import build_model
+from lcodec.train.loop import CompiledForward, TrainConfig, jpeg_points, level_weights, train, validate
+from lcodec.train.widen import widen_latents
 from lcodec.weights import find_entry, load_state_dict, weights_dir
 
 from .conftest import psnr, synthetic_photo
@@ -72,6 +74,81 @@ def test_train_starts_from_shipped_weights_named_in_the_manifest(photos, tmp_pat
     shipped = torch.load(weights_dir() / find_entry("hyperprior").file, weights_only=True)
     assert trained.keys() <= shipped.keys()
     assert all(torch.equal(trained[k], shipped[k]) for k in trained)
+
+
+def _perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A model whose weights are not at their (symmetric) initialization."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p += 0.05 * torch.randn(p.shape, generator=gen)
+    return model.eval()
+
+
+@torch.no_grad()
+def test_widened_latent_computes_the_same_codec():
+    narrow = _perturbed(build_model("hyperprior", N=8, M=8))
+    wide = build_model("hyperprior", N=8, M=16).eval()
+    widen_latents(narrow.state_dict(), wide)
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    for q in (1.0, 4.5, 8.0):
+        y_n, y_w = narrow.analysis(x, q), wide.analysis(x, q)
+        assert torch.equal(y_n, y_w[:, :8])
+        z = torch.round(narrow.hyper_analysis(y_n))
+        assert torch.equal(z, torch.round(wide.hyper_analysis(y_w)))
+        m_n, s_n = narrow.hyper_synthesis(z)
+        m_w, s_w = wide.hyper_synthesis(z)
+        assert torch.equal(m_n, m_w[:, :8]) and torch.equal(s_n, s_w[:, :8])
+        # The new channels: mean 0, the smallest scale, values that round to 0 (no bits).
+        assert torch.all(m_w[:, 8:] == 0) and torch.all(s_w[:, 8:] <= 0.11)
+        assert torch.all(torch.round(y_w[:, 8:] - m_w[:, 8:]) == 0)
+        x_n = narrow.synthesis(torch.round(y_n - m_n) + m_n, q)
+        x_w = wide.synthesis(torch.round(y_w - m_w) + m_w, q)
+        assert torch.equal(x_n, x_w)
+
+
+def test_widening_refuses_other_changes():
+    narrow = build_model("hyperprior", N=8, M=16)
+    with pytest.raises(ValueError, match="narrow"):
+        widen_latents(narrow.state_dict(), build_model("hyperprior", N=8, M=8))
+    with pytest.raises(ValueError, match="differs in shape"):
+        widen_latents(narrow.state_dict(), build_model("hyperprior", N=16, M=32))
+
+
+def test_train_widens_the_latent_of_the_weights_it_starts_from(photos, tmp_path, capsys):
+    shipped = load_state_dict(weights_dir() / find_entry("hyperprior").file)
+    m_old = shipped["g_a.6.weight"].shape[0]
+    ckpt = train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0,
+                             threads="1", compile="off", init_from="hyperprior", M=m_old + 16))
+    assert f"widened from M={m_old} to M={m_old + 16}" in capsys.readouterr().out
+    trained = torch.load(ckpt, weights_only=True)["model"]
+    assert trained["g_a.6.weight"].shape[0] == m_old + 16
+    assert torch.equal(trained["g_a.6.weight"][:m_old], shipped["g_a.6.weight"])
+
+
+def test_held_out_bd_rate_against_jpeg_ranks_a_trained_model_above_a_broken_one():
+    crops = [torch.from_numpy(synthetic_photo(128, 128, seed=s)) for s in range(2)]
+    jpeg = jpeg_points(crops)
+    assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(jpeg, jpeg[1:]))
+    from lcodec.weights import load_model
+    good = validate(load_model("hyperprior").model, crops, jpeg)
+    broken = _perturbed(build_model("hyperprior", N=16, M=16))
+    bad = validate(broken, crops, jpeg)
+    assert "bd_jpeg" in good and good["bd_jpeg"] < bad.get("bd_jpeg", float("inf"))
+    assert set(good) >= {"q1_bpp", "q1_psnr", "q8_bpp", "q8_psnr"}
+
+
+def test_training_keeps_the_checkpoint_with_the_best_held_out_bd_rate(photos, tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(photos), run_dir=str(run), minutes=5.0, max_steps=2, crop=64,
+                      batch=2, threads="1", compile="off", init_from="hyperprior",
+                      validate_every=1, log_every=1))
+    best = torch.load(run / "best.pt", weights_only=True)
+    state = json.loads(best["state_json"])
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    bds = [r["val"]["bd_jpeg"] for r in logged if "bd_jpeg" in r.get("val", {})]
+    assert len(bds) == 2 and state["best_bd_jpeg"] == min(bds)
+    assert state["best_step"] == 1 + bds.index(min(bds))
 
 
 def test_export_keeps_another_model_as_the_default(tmp_path):

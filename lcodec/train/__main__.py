@@ -36,16 +36,23 @@ from .loop import TrainConfig, train
 @click.option("--level-weighting", type=click.Choice(["none", "normalized"]),
               default=TrainConfig.level_weighting, show_default=True,
               help="'normalized' divides each quality level's loss by its running mean.")
+@click.option("--validate-every", default=TrainConfig.validate_every, show_default=True, type=int,
+              help="Steps between held-out validations (bpp, PSNR, BD-rate vs JPEG); the model "
+                   "with the best BD-rate so far is kept as RUN_DIR/best.pt.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--export", "export_name", default=None,
-              help="After training, export weights/<NAME>.pt and record it in the manifest.")
+              help="After training, export weights/<NAME>.pt and record it in the manifest: the "
+                   "run's best.pt (best held-out BD-rate) when there is one, else its last state.")
 def train_command(export_name: str | None, **kwargs) -> None:
     """Train a variable-rate model on the CPU (bf16 autocast, resumable)."""
     ckpt = train(TrainConfig(**kwargs))
     if export_name:
         from .export import export_checkpoint
-        path = export_checkpoint(ckpt, export_name)
-        click.echo(f"exported {path}")
+        best = ckpt.with_name("best.pt")
+        chosen = best if best.exists() else ckpt
+        path = export_checkpoint(chosen, export_name)
+        click.echo(f"exported {chosen} (the best held-out BD-rate of the run) to {path}"
+                   if chosen == best else f"exported {path}")
 
 
 C = ContextTrainConfig

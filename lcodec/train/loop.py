@@ -235,11 +235,16 @@ def rd_terms(out: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tenso
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, crops: list[torch.Tensor]) -> dict[str, float]:
-    """Estimated bpp / PSNR on held-out crops at the lowest, middle and highest level."""
+@torch.no_grad()
+def crop_points(model: torch.nn.Module, crops: list[torch.Tensor],
+                levels: tuple[int, ...] | None = None) -> list[tuple[float, float]]:
+    """Estimated ``(bpp, PSNR)`` on ``crops`` (HWC uint8) at each 0-based quality level, as
+    the decoder sees them (rounded latents, 8-bit output); PSNR is averaged per crop."""
+    was_training = model.training
     model.eval()
-    result = {}
-    for level in (0, model.num_levels // 2, model.num_levels - 1):
+    levels = tuple(range(model.num_levels)) if levels is None else levels
+    points = []
+    for level in levels:
         bpps, psnrs = [], []
         for c in crops:
             x = c.permute(2, 0, 1)[None].float() / 255
@@ -255,9 +260,52 @@ def validate(model: torch.nn.Module, crops: list[torch.Tensor]) -> dict[str, flo
             mse = (x8 - torch.round(x * 255)).pow(2).mean().item()
             bpps.append(bits.item() / (x.shape[2] * x.shape[3]))
             psnrs.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
-        result[f"q{level + 1}_bpp"] = round(sum(bpps) / len(bpps), 4)
-        result[f"q{level + 1}_psnr"] = round(sum(psnrs) / len(psnrs), 3)
-    model.train()
+        points.append((sum(bpps) / len(bpps), sum(psnrs) / len(psnrs)))
+    model.train(was_training)
+    return points
+
+
+def jpeg_points(crops: list[torch.Tensor],
+                qualities: tuple[int, ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+                ) -> list[tuple[float, float]]:
+    """``(bpp, PSNR)`` of baseline JPEG (4:2:0, Pillow) on the same crops: the reference of
+    the held-out BD-rate. bpp counts the whole JPEG file."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    points = []
+    for quality in qualities:
+        bpps, psnrs = [], []
+        for c in crops:
+            im = c.numpy()
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, format="JPEG", quality=quality, subsampling=2)
+            back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float64)
+            mse = float(np.mean((back - im) ** 2))
+            bpps.append(8 * len(buf.getvalue()) / (im.shape[0] * im.shape[1]))
+            psnrs.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
+        points.append((sum(bpps) / len(bpps), sum(psnrs) / len(psnrs)))
+    return points
+
+
+def validate(model: torch.nn.Module, crops: list[torch.Tensor],
+             jpeg: list[tuple[float, float]] | None = None) -> dict[str, float]:
+    """Held-out validation: estimated bpp / PSNR at the lowest, middle and highest level,
+    and, given ``jpeg`` (:func:`jpeg_points` of the same crops), the BD-rate against JPEG in
+    percent (``bd_jpeg``; lower is better) over all levels."""
+    points = crop_points(model, crops)
+    result = {}
+    for level in (0, model.num_levels // 2, model.num_levels - 1):
+        result[f"q{level + 1}_bpp"] = round(points[level][0], 4)
+        result[f"q{level + 1}_psnr"] = round(points[level][1], 3)
+    if jpeg:
+        from ..eval.bdrate import bd_rate
+        bd = bd_rate([p[0] for p in jpeg], [p[1] for p in jpeg],
+                     [p[0] for p in points], [p[1] for p in points])
+        if math.isfinite(bd):
+            result["bd_jpeg"] = round(bd, 2)
     return result
 
 
@@ -289,8 +337,16 @@ def train(cfg: TrainConfig) -> Path:
         state = resumed
     elif cfg.init_from:
         from ..weights import load_state_dict, resolve_weights_file
-        model.load_state_dict(load_state_dict(resolve_weights_file(cfg.init_from)))
-        print(f"initialized from {cfg.init_from}", flush=True)
+        init = load_state_dict(resolve_weights_file(cfg.init_from))
+        m_init = init["g_a.6.weight"].shape[0] if "g_a.6.weight" in init else cfg.M
+        if cfg.family == "hyperprior" and m_init != cfg.M:
+            from .widen import widen_latents
+            widen_latents(init, model)
+            print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
+                  f"M={cfg.M}", flush=True)
+        else:
+            model.load_state_dict(init)
+            print(f"initialized from {cfg.init_from}", flush=True)
     model = model.to(memory_format=torch.channels_last).train()
 
     paths = list_images(Path(cfg.data))
@@ -298,6 +354,7 @@ def train(cfg: TrainConfig) -> Path:
     sampler = CropSampler([load_rgb(p) for p in train_paths], cfg.crop,
                           seed=cfg.seed + state["step"])
     val_crops = center_crops([load_rgb(p) for p in held_paths], 256)
+    val_jpeg = jpeg_points(val_crops)
     lambdas = model.lambdas
     gen = torch.Generator().manual_seed(cfg.seed + state["step"])
     tuner = ThreadTuner(cfg.threads)
@@ -311,6 +368,18 @@ def train(cfg: TrainConfig) -> Path:
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+
+    def save_best(val: dict) -> None:
+        """Keep the model with the lowest held-out BD-rate so far as ``best.pt``."""
+        bd = val.get("bd_jpeg")
+        if bd is None or bd >= state.get("best_bd_jpeg", float("inf")):
+            return
+        state["best_bd_jpeg"], state["best_step"] = bd, state["step"]
+        tmp = run_dir / "best.tmp"
+        torch.save({"model": model.state_dict(), "state_json": json.dumps(state),
+                    "config_json": json.dumps({"family": cfg.family, "N": cfg.N, "M": cfg.M,
+                                               "lambdas": list(cfg.lambdas)})}, tmp)
+        os.replace(tmp, run_dir / "best.pt")
 
     def save() -> None:
         run_record.update(end_step=state["step"], cpu_seconds_total=round(state["cpu_seconds"], 1))
@@ -381,7 +450,8 @@ def train(cfg: TrainConfig) -> Path:
                    **{k: round(v / n, 4) for k, v in acc.items()}}
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
             if state["step"] % cfg.validate_every == 0:
-                rec["val"] = validate(model, val_crops)
+                rec["val"] = validate(model, val_crops, val_jpeg)
+                save_best(rec["val"])
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:

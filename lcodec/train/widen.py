@@ -1,0 +1,87 @@
+"""Start a model with more latent channels (a larger ``M``) from trained weights, losslessly.
+
+The shipped hyperprior's high-rate end is capped by its transforms, not by its bits: with the
+latents left unquantized, hyperprior v2 reconstructs the held-out crops at 27.95 dB, and at
+``-q 8`` it already reaches 27.87 dB. The latent ``y`` (``M`` channels at 1/16 of the
+resolution) is the narrowest point of the network, so it is the first thing to widen.
+
+:func:`widen_latents` copies a ``M``-channel hyperprior into a model with ``M' > M`` channels
+such that the wider model codes every image exactly as before: the new analysis filters start
+small, so the new latent channels quantize to 0 and cost (almost) no bits, as ``h_s`` predicts
+mean 0 and the smallest scale for them; they enter ``h_a`` through zero weights, and the new
+hidden units of ``h_s`` leave it through zero weights. The new synthesis filters keep their
+random init: they multiply zeros, so the output does not change, but the straight-through
+gradient of the distortion reaches the new analysis filters through them, and training can
+open the new channels with the rounded-latent decoder (zero synthesis filters would need the
+noisy-latent decoder to wake up, which on trained weights cost more than it brought:
+measured, run 10 in docs/model-card.md).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.entropy_models import SCALE_BOUND
+
+
+def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """Load the hyperprior state dict ``old`` into ``model``, a hyperprior with a larger ``M``.
+
+    ``model`` keeps its own initialization where ``old`` has nothing to say (the new analysis
+    filters, the new hidden units of ``h_s``); every other new weight is set so that the
+    outputs for the old channels are unchanged. Raises ``ValueError`` if the two differ in
+    anything but ``M``.
+    """
+    new = model.state_dict()
+    m_old = old["g_a.6.weight"].shape[0]
+    m_new = new["g_a.6.weight"].shape[0]
+    if m_new < m_old:
+        raise ValueError(f"cannot narrow the latent from {m_old} to {m_new} channels")
+    h_old = m_old * 3 // 2
+    out: dict[str, torch.Tensor] = {}
+    for key, target in new.items():
+        src = old.get(key)
+        if src is None:
+            raise ValueError(f"the old weights have no {key!r}")
+        if src.shape == target.shape:
+            out[key] = src.clone()
+            continue
+        t = target.clone()
+        if key in ("log_gain", "log_inv_gain"):
+            # New channels start at each level's mean gain.
+            t[:, :m_old] = src
+            t[:, m_old:] = src.mean(dim=1, keepdim=True)
+        elif key == "g_a.6.weight" or key == "g_a.6.bias":
+            t[:m_old] = src                     # new analysis filters keep their random init,
+            t[m_old:] *= 0.1                    # scaled down so that they start near zero bits
+        elif key == "g_s.0.weight":             # ConvTranspose2d (M -> N): (in, out, k, k)
+            # The new quantized channels are 0 (see above), so their synthesis filters keep
+            # their init: the output is unchanged, and the straight-through gradient reaches
+            # the new analysis filters through them from the first step.
+            t[:m_old] = src
+        elif key == "h_a.0.weight":             # Conv2d (M -> N): (out, in, k, k)
+            t.zero_()                           # z must not change: new inputs enter at 0
+            t[:, :m_old] = src
+        elif key == "h_s.0.weight":             # ConvTranspose2d (N -> M): (in, out, k, k)
+            t[:, :m_old] = src                  # new hidden units keep their init: they are
+        elif key == "h_s.0.bias":               # consumed through zero weights below
+            t[:m_old] = src
+        elif key == "h_s.2.weight":             # ConvTranspose2d (M -> 3M/2): (in, out, k, k)
+            t[m_old:] = 0                       # new hidden inputs enter through zero weights
+            t[:m_old, :h_old] = src
+        elif key == "h_s.2.bias":
+            t[:h_old] = src
+        elif key == "h_s.4.weight":             # Conv2d (3M/2 -> 2M): rows = [scales; means]
+            t.zero_()
+            t[:m_old, :h_old] = src[:m_old]
+            t[m_new:m_new + m_old, :h_old] = src[m_old:]
+        elif key == "h_s.4.bias":
+            t.zero_()
+            t[:m_old] = src[:m_old]
+            t[m_old:m_new] = SCALE_BOUND         # new channels: smallest scale, mean 0
+            t[m_new:m_new + m_old] = src[m_old:]
+        else:
+            raise ValueError(f"{key!r} differs in shape ({tuple(src.shape)} -> "
+                             f"{tuple(target.shape)}) in a way widening does not handle")
+        out[key] = t
+    model.load_state_dict(out)
