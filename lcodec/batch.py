@@ -62,6 +62,7 @@ class Options:
     device: str = "auto"
     tile: int | None = None
     max_memory_mb: int | None = None
+    effort: int = 1                        # encode: latent refinement (api.refinement_steps)
     strip: bool = False                    # drop ICC profile and EXIF
     verify: bool = False                   # encode: decode again and compare before writing
     verify_psnr: float = DEFAULT_VERIFY_PSNR
@@ -301,11 +302,12 @@ def _codec(opts: Options):
     cache = getattr(_local, "codecs", None)
     if cache is None:
         cache = _local.codecs = {}
-    key = (opts.device, opts.model, opts.tile, opts.max_memory_mb)
+    key = (opts.device, opts.model, opts.tile, opts.max_memory_mb, opts.effort)
     if key not in cache:
         from .api import Codec
 
-        cache[key] = Codec(opts.device, opts.model, tile=opts.tile, max_memory_mb=opts.max_memory_mb)
+        cache[key] = Codec(opts.device, opts.model, tile=opts.tile, max_memory_mb=opts.max_memory_mb,
+                           effort=opts.effort)
         if _worker_threads:
             import torch
 
@@ -552,15 +554,15 @@ def encode_batch(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathL
                  overwrite: str = "error", strip: bool = False, verify: bool = False,
                  verify_psnr: float = DEFAULT_VERIFY_PSNR, device: str = "auto",
                  model: str | None = None, tile: int | None = None, max_memory_mb: int | None = None,
-                 fail_fast: bool = False) -> list[Result]:
+                 effort: int = 1, fail_fast: bool = False) -> list[Result]:
     """Encode image files and folders into ``.lc`` files under ``output_dir`` (see :func:`plan`
     for the names, :class:`Options` for the settings), on ``executor`` if given. Returns one
     :class:`Result` per file processed, in input order; failures do not raise."""
     from .api import check_quality
 
     opts = Options(quality=check_quality(quality), model=model, device=device, tile=tile,
-                   max_memory_mb=max_memory_mb, strip=strip, verify=verify, verify_psnr=verify_psnr,
-                   overwrite=overwrite)
+                   max_memory_mb=max_memory_mb, effort=effort, strip=strip, verify=verify,
+                   verify_psnr=verify_psnr, overwrite=overwrite)
     tasks = plan(ENCODE, inputs, output_dir, opts, recursive)
     return _in_input_order(tasks, map_files(tasks, executor, fail_fast=fail_fast))
 

@@ -67,6 +67,18 @@ def test_lcodec_model_names():
     assert make_codec("lcodec").name == "lcodec" and make_codec("lcodec").model is None
 
 
+def test_lcodec_names_carry_the_encoder_effort():
+    assert canonical_name("LCODEC-context@e3") == "lcodec-context@e3"
+    assert canonical_name("lcodec@e2") == "lcodec@e2"
+    assert canonical_name("lcodec-context@e1") == "lcodec-context"  # effort 1 is the plain name
+    codec = make_codec("lcodec-context@e3")
+    assert (codec.name, codec.model, codec.effort) == ("lcodec-context@e3", "context", 3)
+    assert make_codec("lcodec").effort == 1
+    assert missing_reason("lcodec-context@e9") == "effort must be in [1, 7]"
+    with pytest.raises(ValueError):
+        canonical_name("lcodec-a b@e2")
+
+
 def test_unknown_lcodec_model_has_a_clear_missing_reason():
     why = missing_reason("lcodec-nosuchmodel")
     assert why is not None and why.startswith("weights nosuchmodel are not installed (installed: ")

@@ -34,6 +34,7 @@ ANCHORS = ("jpeg", "webp", "avif-s6", "avif-s2")
 BASELINE_FAMILY = "hyperprior"  # other lcodec models are compared with this one
 DECODE_RATIO_TARGET = 1.5  # issue "context model": decode time at most 1.5x the hyperprior's
 BD_RATE_TARGET = -5.0  # issue "context model": BD-rate vs the hyperprior of -5% or better
+BENCH_EFFORT = 3  # the default model is also measured at this encoder effort (lcodec encode -e)
 
 
 def installed_models() -> list:
@@ -190,7 +191,7 @@ def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool,
     from .runner import average_records, bd_rate_table, run_eval, write_results
 
     models = models or installed_models()
-    names = [eval_name(e) for e in models]
+    names = [eval_name(e) for e in models] + [f"{eval_name(models[0])}@e{BENCH_EFFORT}"]
     per_image, codecs, missing = classical_results(kodak, bench, jobs, refresh)
     mine = run_eval(kodak, names, None, None, jobs, progress=sys.stderr.isatty(), plots=False)
     per_image = list(mine["per_image"]) + list(per_image)
@@ -216,7 +217,8 @@ def rd_markdown(data: dict) -> str:
     lines = [f"## Rate-distortion on Kodak ({n_images} images)", "",
              "bpp counts the whole file; PSNR on 8-bit RGB and MS-SSIM (RGB) per image, averaged "
              f"over the {n_images} images at each setting. `lcodec-<model>` is lcodec with that "
-             "model (newest version of each installed family).", "",
+             "model (newest version of each installed family); `@e<N>` marks encoder effort N "
+             "(`lcodec encode -e N`: latent refinement, same decoder).", "",
              "![RD curves, PSNR](bench/rd_psnr.png)", "", "![RD curves, MS-SSIM](bench/rd_msssim.png)", "",
              "| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

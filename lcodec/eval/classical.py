@@ -229,17 +229,18 @@ class LcodecCodec:
     quality_is_float = True
 
     def __init__(self, device: str = "cpu", qualities: Sequence[float] | None = None,
-                 model: str | None = None) -> None:
+                 model: str | None = None, effort: int = 1) -> None:
         self.device = device
         self.model = model or None
-        self.name = lcodec_name(self.model)
+        self.effort = effort
+        self.name = lcodec_name(self.model, effort)
         self.qualities: list[float] = list(qualities) if qualities else [1, 2, 3, 4, 5, 6, 7, 8]
         self._codec: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         # never pickle a loaded model into a worker process; workers load their own
-        return {"device": self.device, "model": self.model, "name": self.name,
-                "qualities": self.qualities, "_codec": None}
+        return {"device": self.device, "model": self.model, "effort": self.effort,
+                "name": self.name, "qualities": self.qualities, "_codec": None}
 
     def warmup(self) -> None:
         """Load the model and run one tiny encode/decode, so that neither the model load
@@ -253,12 +254,13 @@ class LcodecCodec:
         if self._codec is None:
             from lcodec.api import Codec
 
-            self._codec = Codec(device=self.device, model=self.model)
+            self._codec = Codec(device=self.device, model=self.model, effort=self.effort)
         return self._codec
 
     @property
     def settings(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"device": self.device, "quality": "float in [1, 8]"}
+        info: dict[str, Any] = {"device": self.device, "quality": "float in [1, 8]",
+                                "effort": self.effort}
         try:
             from lcodec.weights import find_entry
 
@@ -288,13 +290,25 @@ LCODEC_PREFIX = "lcodec-"
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.+]+(?:-[A-Za-z0-9_.+]+)*")
 
 
-def lcodec_name(model: str | None) -> str:
-    """Eval name of an lcodec model: ``lcodec-<model>``, or ``lcodec`` for the default one."""
-    return LCODEC_PREFIX + model if model else "lcodec"
+EFFORT_SUFFIX = re.compile(r"@e([0-9]+)$")
+
+
+def lcodec_name(model: str | None, effort: int = 1) -> str:
+    """Eval name of an lcodec model: ``lcodec-<model>``, or ``lcodec`` for the default one,
+    with ``@e<effort>`` appended for an encoder effort above 1."""
+    base = LCODEC_PREFIX + model if model else "lcodec"
+    return base + (f"@e{effort}" if effort > 1 else "")
+
+
+def lcodec_effort(name: str) -> int:
+    """The encoder effort of an lcodec eval name (1 without an ``@e<effort>`` suffix)."""
+    match = EFFORT_SUFFIX.search(name)
+    return int(match.group(1)) if match else 1
 
 
 def lcodec_model(name: str) -> str | None:
     """The model named by a canonical lcodec eval name (None for ``lcodec``, the default)."""
+    name = EFFORT_SUFFIX.sub("", name)
     return name[len(LCODEC_PREFIX):] if name.startswith(LCODEC_PREFIX) else None
 
 
@@ -310,11 +324,15 @@ def canonical_name(name: str) -> str:
     are matched exactly.
     """
     raw = name.strip()
-    if raw.lower().startswith(LCODEC_PREFIX):
-        model = raw[len(LCODEC_PREFIX):]
+    if raw.lower().startswith("lcodec") and (EFFORT_SUFFIX.search(raw) or raw.lower().startswith(LCODEC_PREFIX)):
+        effort = lcodec_effort(raw)
+        base = EFFORT_SUFFIX.sub("", raw)
+        if base.lower() == "lcodec":
+            return lcodec_name(None, effort)
+        model = base[len(LCODEC_PREFIX):]
         if not _MODEL_NAME.fullmatch(model):
-            raise ValueError(f"unknown codec {name!r}: expected lcodec-<model name>")
-        return LCODEC_PREFIX + model
+            raise ValueError(f"unknown codec {name!r}: expected lcodec-<model name>[@e<effort>]")
+        return lcodec_name(model, effort)
     key = raw.lower()
     key = ALIASES.get(key, key)
     if key not in ALL_CODECS:
@@ -340,13 +358,15 @@ def missing_reason(name: str) -> str | None:
         if codec is None or not getattr(codec, "available", False):
             return "this imagecodecs build has no JPEG XL support"
         return None
-    if key == "lcodec" or key.startswith(LCODEC_PREFIX):
+    if key == "lcodec" or key.startswith("lcodec@") or key.startswith(LCODEC_PREFIX):
         try:
             api = importlib.import_module("lcodec.api")
         except ImportError as exc:
             return f"lcodec.api cannot be imported ({exc})"
         if not hasattr(api, "Codec"):
             return "lcodec.api has no Codec class"
+        if not 1 <= lcodec_effort(key) <= api.MAX_EFFORT:
+            return f"effort must be in [1, {api.MAX_EFFORT}]"
         model = lcodec_model(key)
         if model is None:
             return None
@@ -383,8 +403,8 @@ def make_codec(name: str, qualities: Sequence[float] | None = None, device: str 
     """Create codec ``name``; ``qualities`` replaces its default sweep."""
     key = canonical_name(name)
     codec: EvalCodec
-    if key == "lcodec" or key.startswith(LCODEC_PREFIX):
-        codec = LcodecCodec(device=device, model=lcodec_model(key))
+    if key == "lcodec" or key.startswith("lcodec@") or key.startswith(LCODEC_PREFIX):
+        codec = LcodecCodec(device=device, model=lcodec_model(key), effort=lcodec_effort(key))
     elif key == "jpeg":
         codec = JpegCodec()
     elif key == "webp":
