@@ -149,6 +149,11 @@ def test_training_keeps_the_checkpoint_with_the_best_held_out_bd_rate(photos, tm
     bds = [r["val"]["bd_jpeg"] for r in logged if "bd_jpeg" in r.get("val", {})]
     assert len(bds) == 2 and state["best_bd_jpeg"] == min(bds)
     assert state["best_step"] == 1 + bds.index(min(bds))
+    # another run can start from it
+    ckpt = train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "next"), minutes=0.0,
+                             threads="1", compile="off", init_from=str(run / "best.pt")))
+    started = torch.load(ckpt, weights_only=True)["model"]
+    assert all(torch.equal(started[k], best["model"][k]) for k in best["model"])
 
 
 def test_export_keeps_another_model_as_the_default(tmp_path):

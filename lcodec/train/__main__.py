@@ -31,8 +31,9 @@ from .loop import TrainConfig, train
 @click.option("--compile", type=click.Choice(["auto", "on", "off"]), default=TrainConfig.compile,
               show_default=True,
               help="torch.compile the training step; 'auto' falls back to eager mode if it fails.")
-@click.option("--init-from", default=None, help="Start a fresh run from these weights: a .pt file, or a model name in the "
-                   "manifest (its newest version). Ignored when the run directory has a checkpoint.")
+@click.option("--init-from", default=None, help="Start a fresh run from these weights: a weights .pt file, a training "
+                   "checkpoint (e.g. another run's best.pt), or a model name in the manifest (its newest "
+                   "version). Ignored when the run directory has a checkpoint.")
 @click.option("--level-weighting", type=click.Choice(["none", "normalized"]),
               default=TrainConfig.level_weighting, show_default=True,
               help="'normalized' divides each quality level's loss by its running mean.")

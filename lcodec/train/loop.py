@@ -338,6 +338,8 @@ def train(cfg: TrainConfig) -> Path:
     elif cfg.init_from:
         from ..weights import load_state_dict, resolve_weights_file
         init = load_state_dict(resolve_weights_file(cfg.init_from))
+        if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
+            init = init["model"]
         m_init = init["g_a.6.weight"].shape[0] if "g_a.6.weight" in init else cfg.M
         if cfg.family == "hyperprior" and m_init != cfg.M:
             from .widen import widen_latents
