@@ -194,6 +194,19 @@ def test_train_resume_and_export(photos, tmp_path, monkeypatch):
     assert out.shape == pixels.shape and header.model_name == "hyperprior"
 
 
+def test_train_context_can_start_from_shipped_context_networks(photos, tmp_path):
+    hp, ctx = find_entry("hyperprior"), find_entry("context")
+    cfg = dict(init_from=str(weights_dir() / hp.file), data=str(photos), minutes=0.0, crop=128,
+               batch=2, threads=1)
+    warm = torch.load(train_context(ContextTrainConfig(**cfg, run_dir=str(tmp_path / "warm"),
+                                                       context_from="context")), weights_only=True)["model"]
+    shipped = load_state_dict(weights_dir() / ctx.file)
+    assert torch.equal(warm["entropy_parameters.4.weight"], shipped["entropy_parameters.4.weight"])
+    assert torch.equal(warm["g_a.0.weight"], load_state_dict(weights_dir() / hp.file)["g_a.0.weight"])
+    with pytest.raises(ValueError, match="no context networks"):
+        train_context(ContextTrainConfig(**cfg, run_dir=str(tmp_path / "bad"), context_from="hyperprior"))
+
+
 def test_train_context_learns_and_exports(photos, tmp_path, monkeypatch):
     hp = find_entry("hyperprior")
     ckpt = train_context(ContextTrainConfig(init_from=str(weights_dir() / hp.file), data=str(photos),

@@ -63,6 +63,9 @@ C = ContextTrainConfig
 @click.option("--init-from", required=True,
               help="Hyperprior weights whose transforms the context model keeps: a .pt file, "
                    "or a model name in the manifest (its newest version).")
+@click.option("--context-from", default=None,
+              help="Start the context networks from these context weights (a .pt file or a "
+                   "manifest name) instead of from scratch.")
 @click.option("--data", default=C.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=C.run_dir, show_default=True,
               help="Checkpoint and log folder; an existing checkpoint there is resumed.")

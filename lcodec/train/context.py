@@ -34,6 +34,7 @@ from .loop import keep_freed_memory, resume
 @dataclass
 class ContextTrainConfig:
     init_from: str                # hyperprior weights (.pt, or a manifest name) whose transforms are kept
+    context_from: str | None = None  # context weights whose context networks start the run (warm start)
     data: str = "../shared/data/train"
     run_dir: str = "runs/context"
     minutes: float = 15.0
@@ -140,6 +141,13 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     missing = model.load_state_dict(base, strict=False).missing_keys
     if any(not k.startswith(("context_", "entropy_parameters")) for k in missing):
         raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")
+    if cfg.context_from:
+        warm = {k: v for k, v in load_state_dict(resolve_weights_file(cfg.context_from)).items()
+                if k.startswith(("context_", "entropy_parameters"))}
+        own = model.state_dict()
+        if not warm or any(k not in own or own[k].shape != v.shape for k, v in warm.items()):
+            raise ValueError(f"{cfg.context_from} has no context networks of this architecture")
+        model.load_state_dict(warm, strict=False)
     trainable = list(model.context_prediction.parameters()) + list(model.entropy_parameters.parameters())
     for p in model.parameters():
         p.requires_grad_(False)
@@ -147,7 +155,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         p.requires_grad_(True)
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [],
-             "init_from": init.name}
+             "init_from": init.name, "context_from": cfg.context_from}
     state = resume(ckpt_path, model, opt) or state
     model.eval()  # no dropout or batch statistics; eval only freezes nothing else
 
