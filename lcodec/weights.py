@@ -169,7 +169,8 @@ def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
         y_tables = TableSet.from_arrays(arrays, "y")
         scale_table = np.asarray(arrays["scale_table"], dtype=np.float64)
         exact_hyper = ExactSequential(tensors, "exact.h_s")
-        exact_context = ExactContext(tensors) if hasattr(model, "context_layers") else None
+        exact_context = (ExactContext(tensors, scale_floor=model.scale_floor)
+                         if hasattr(model, "context_layers") else None)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise WeightsError(f"weights {entry.label} do not fit the {entry.family} model: {exc}") from None
     model.eval()

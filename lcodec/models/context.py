@@ -49,14 +49,21 @@ class CheckerboardContext(MeanScaleHyperprior):
         N, M, lambdas: as :class:`MeanScaleHyperprior`.
         context_channels: output channels of the masked 5x5 context convolution.
         hidden: width of the 1x1 layers that merge context and hyperprior parameters.
+        scale_floor: if set, the hyperprior's raw scales enter the merging network as
+            ``max(scale, scale_floor)`` (the correction is still added to the raw values).
+            Scales below the likelihood's bound all mean the same, but a hyperprior may emit
+            them far below it (hyperprior v3: down to -497 at q1), and such inputs made the
+            context networks' training diverge. None (context v1) feeds them unchanged.
     """
 
     family = "context"
 
     def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
-                 context_channels: int = 96, hidden: int = 192) -> None:
+                 context_channels: int = 96, hidden: int = 192,
+                 scale_floor: float | None = None) -> None:
         super().__init__(N=N, M=M, lambdas=lambdas)
         self.context_channels, self.hidden = context_channels, hidden
+        self.scale_floor = scale_floor
         self.context_prediction = nn.Conv2d(M, context_channels, CONTEXT_KERNEL,
                                             padding=CONTEXT_KERNEL // 2)
         self.register_buffer("context_mask", checkerboard_kernel_mask().view(1, 1, CONTEXT_KERNEL, CONTEXT_KERNEL))
@@ -83,4 +90,11 @@ class CheckerboardContext(MeanScaleHyperprior):
         w = self.context_prediction.weight * self.context_mask.to(anchors.dtype)
         ctx = nn.functional.conv2d(anchors, w, self.context_prediction.bias,
                                    padding=CONTEXT_KERNEL // 2)
-        return hyper_raw + self.entropy_parameters(torch.cat([hyper_raw, ctx], dim=1))
+        return hyper_raw + self.entropy_parameters(torch.cat([self.merge_input(hyper_raw), ctx], dim=1))
+
+    def merge_input(self, hyper_raw: torch.Tensor) -> torch.Tensor:
+        """The hyperprior parameters as the merging network sees them (see ``scale_floor``)."""
+        if self.scale_floor is None:
+            return hyper_raw
+        scales, means = hyper_raw.chunk(2, dim=1)  # the layout of split_params
+        return torch.cat([scales.clamp_min(self.scale_floor), means], dim=1)

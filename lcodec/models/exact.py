@@ -154,7 +154,9 @@ class ExactContext:
     SUM_FRAC_BITS = 32
     SUM_LIMIT = float(2 ** 20)
 
-    def __init__(self, tensors: dict[str, torch.Tensor], prefix: str = "exact.ctx") -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], prefix: str = "exact.ctx",
+                 scale_floor: float | None = None) -> None:
+        self.scale_floor = scale_floor  # see CheckerboardContext: floors the merge input's scales
         self.pred = ExactSequential(tensors, f"{prefix}.pred")
         self.merge = ExactSequential(tensors, f"{prefix}.merge")
         if len(self.pred.layers) != 1 or self.pred.layers[0][2]:
@@ -200,7 +202,11 @@ class ExactContext:
         acc = full[:, :, nonanchor] + self.pred_bias.view(1, -1, 1)
         ctx = torch.floor(acc * 2.0 ** (ACT_FRAC_BITS - self.pred_acc_bits)).clamp(-ACT_LIMIT, ACT_LIMIT)
         raw = hyper_raw[:, :, nonanchor]
-        merged_in = torch.cat([to_fixed(raw), ctx], dim=1).unsqueeze(-1)
+        raw_in = raw
+        if self.scale_floor is not None:  # float64 max, then the same floor as every input
+            m = raw.shape[1] // 2
+            raw_in = torch.cat([raw[:, :m].clamp_min(self.scale_floor), raw[:, m:]], dim=1)
+        merged_in = torch.cat([to_fixed(raw_in), ctx], dim=1).unsqueeze(-1)
         correction = self.merge.run(merged_in, activate_last=False).squeeze(-1)
         scale = 2.0 ** self.SUM_FRAC_BITS
         lim = self.SUM_LIMIT

@@ -26,7 +26,7 @@ import torch
 
 from ..models import build_model
 from ..models.context import anchor_mask
-from ..models.entropy_models import gaussian_likelihood
+from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
 from .data import list_images, load_rgb, split_holdout
 from .loop import keep_freed_memory, resume
 
@@ -44,6 +44,7 @@ class ContextTrainConfig:
     decay_frac: float = 0.3       # final fraction of the budget over which the lr decays 20x
     context_channels: int = 96
     hidden: int = 192
+    scale_floor: float | None = SCALE_BOUND  # see CheckerboardContext (None: as context v1)
     threads: int = 2
     seed: int = 0
     log_every: int = 50
@@ -136,8 +137,10 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     lambdas = tuple(float(v) for v in base["lambdas"])
     config = {"family": "context", "N": N, "M": M, "lambdas": list(lambdas),
               "context_channels": cfg.context_channels, "hidden": cfg.hidden}
-    model = build_model("context", N=N, M=M, lambdas=lambdas,
-                        context_channels=cfg.context_channels, hidden=cfg.hidden)
+    if cfg.scale_floor is not None:
+        config["scale_floor"] = cfg.scale_floor
+    model = build_model("context", N=N, M=M, lambdas=lambdas, context_channels=cfg.context_channels,
+                        hidden=cfg.hidden, scale_floor=cfg.scale_floor)
     missing = model.load_state_dict(base, strict=False).missing_keys
     if any(not k.startswith(("context_", "entropy_parameters")) for k in missing):
         raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")
