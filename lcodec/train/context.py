@@ -81,7 +81,11 @@ def nonanchor_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tenso
         anchors = torch.where(a, torch.round(y - means) + means, torch.zeros_like(y))
         hyper = -gaussian_likelihood(y + noise - means, scales).log2()
     means2, scales2 = model.split_params(model.nonanchor_params(anchors, raw))
-    ctx = -gaussian_likelihood(y + noise - means2, scales2).log2()
+    # A hard floor (no gradient below the bound), unlike the likelihood's own bound: where the
+    # hyperprior's scale lies far below the bound (hyperprior v3: -497), the noisy proxy always
+    # asks for a larger scale, and passing that gradient through drowned the useful signal
+    # and made the context networks' training diverge (docs/model-card.md).
+    ctx = -gaussian_likelihood(y + noise - means2, scales2.clamp_min(SCALE_BOUND)).log2()
     na = ~a
     return ctx[:, :, na].sum(), hyper[:, :, na].sum()
 
