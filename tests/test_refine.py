@@ -11,7 +11,7 @@ from lcodec.api import Codec, refinement_steps
 from lcodec.cli import main
 from lcodec.errors import LcodecError
 from lcodec.models.entropy_models import gaussian_likelihood
-from lcodec.models.refine import lambda_at, refine_latents
+from lcodec.models.refine import refine_latents
 from lcodec.weights import load_model
 
 from .conftest import psnr, synthetic_photo
@@ -22,7 +22,7 @@ def _rd_loss(model, x, y, means, scales, quality):
         sym = torch.round(y - means)
         mse = (model.synthesis(sym + means, quality) - x).pow(2).mean()
         bits = -gaussian_likelihood(sym, scales).log2().sum()
-    return float(lambda_at(model, quality) * 255 ** 2 * mse + bits / (x.shape[2] * x.shape[3]))
+    return float(model.rd_lambda(quality) * 255 ** 2 * mse + bits / (x.shape[2] * x.shape[3]))
 
 
 @pytest.mark.parametrize("quality", [1.0, 6.0])
@@ -44,15 +44,17 @@ def test_refined_latents_have_a_lower_loss_than_the_analysis_output(quality):
 
 def test_lambda_of_a_fractional_quality_lies_between_its_levels():
     model = load_model("hyperprior").model
-    assert lambda_at(model, 3.0) == pytest.approx(float(model.lambdas[2]))
-    assert float(model.lambdas[2]) < lambda_at(model, 3.5) < float(model.lambdas[3])
+    assert model.rd_lambda(3.0) == pytest.approx(float(model.lambdas[2]))
+    assert float(model.lambdas[2]) < model.rd_lambda(3.5) < float(model.lambdas[3])
+    with pytest.raises(ValueError):
+        model.rd_lambda(8.5)
 
 
 def _rd(codec_bytes: bytes, original: np.ndarray, quality: float, decoder: Codec) -> float:
     decoded = np.asarray(decoder.decode(codec_bytes).convert("RGB"))
     mse = np.mean((decoded.astype(np.float64) - original) ** 2)
     bpp = 8 * len(codec_bytes) / (original.shape[0] * original.shape[1])
-    lam = lambda_at(load_model("hyperprior").model, quality)
+    lam = load_model("hyperprior").model.rd_lambda(quality)
     return lam * mse + bpp
 
 

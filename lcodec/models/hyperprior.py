@@ -71,16 +71,27 @@ class MeanScaleHyperprior(nn.Module):
         return int(self.lambdas.numel())
 
     # -- quality -> gains ------------------------------------------------------------------
-    def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain and inverse gain vectors (shape ``(1, M, 1, 1)``) of a quality in ``[1, L]``."""
+    def _between_levels(self, quality: float) -> tuple[int, float]:
+        """``(lo, t)``: a quality in ``[1, L]`` lies ``t`` of the way from level ``lo`` (0-based)
+        to ``lo + 1``."""
         if not 1.0 <= quality <= self.num_levels:
             raise ValueError(f"quality must be in [1, {self.num_levels}], got {quality}")
         pos = quality - 1.0
         lo = min(int(math.floor(pos)), self.num_levels - 2)
-        t = pos - lo
+        return lo, pos - lo
+
+    def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain vectors (shape ``(1, M, 1, 1)``) of a quality in ``[1, L]``."""
+        lo, t = self._between_levels(quality)
         log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[lo + 1]
         log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[lo + 1]
         return log_g.exp().view(1, -1, 1, 1), log_ig.exp().view(1, -1, 1, 1)
+
+    def rd_lambda(self, quality: float) -> float:
+        """The rate-distortion trade-off of a quality, interpolated geometrically between its
+        two neighbouring levels like the gains."""
+        lo, t = self._between_levels(quality)
+        return float(self.lambdas[lo]) ** (1 - t) * float(self.lambdas[lo + 1]) ** t
 
     # -- the four stages used by the codec pipeline ------------------------------------------
     def analysis(self, x: torch.Tensor, quality: float) -> torch.Tensor:

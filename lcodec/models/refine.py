@@ -31,23 +31,13 @@ from .entropy_models import gaussian_likelihood, ste_round
 STEP_PER_GAIN = 0.02
 
 
-def lambda_at(model: torch.nn.Module, quality: float) -> float:
-    """The rate-distortion trade-off of a (fractional) quality, interpolated geometrically
-    between the two neighbouring levels like the gains."""
-    lambdas = [float(v) for v in model.lambdas]
-    pos = quality - 1.0
-    lo = min(int(math.floor(pos)), len(lambdas) - 2)
-    t = pos - lo
-    return lambdas[lo] ** (1 - t) * lambdas[lo + 1] ** t
-
-
 def refine_latents(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, means: torch.Tensor,
                    scales: torch.Tensor, quality: float, iterations: int,
                    weight: torch.Tensor | None = None) -> torch.Tensor:
     """A latent for image ``x`` with a lower rate-distortion loss than ``y``.
 
     Args:
-        model: a hyperprior-family model (its ``synthesis``, ``gains`` and ``lambdas``).
+        model: a hyperprior-family model (its ``synthesis``, ``gains`` and ``rd_lambda``).
         x: the image, ``(1, 3, H, W)`` in [0, 1], on the model's device and dtype.
         y: the analysis output for ``x``, ``(1, M, H/16, W/16)``.
         means, scales: the entropy parameters of ``y`` (from the transmitted hyper-latent).
@@ -61,7 +51,7 @@ def refine_latents(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mea
     """
     if iterations <= 0:
         return y
-    lam = lambda_at(model, quality) * 255 ** 2
+    lam = model.rd_lambda(quality) * 255 ** 2
     gain, _ = model.gains(quality)
     lr = STEP_PER_GAIN * gain.detach().mean().item()
     means, scales = means.detach(), scales.detach()
