@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from ..models import DEFAULT_LAMBDAS, build_model
-from ..models.entropy_models import gaussian_likelihood
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
 
 
@@ -234,37 +233,6 @@ def rd_terms(out: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tenso
     return bits / pixels, mse
 
 
-@torch.no_grad()
-@torch.no_grad()
-def crop_points(model: torch.nn.Module, crops: list[torch.Tensor],
-                levels: tuple[int, ...] | None = None) -> list[tuple[float, float]]:
-    """Estimated ``(bpp, PSNR)`` on ``crops`` (HWC uint8) at each 0-based quality level, as
-    the decoder sees them (rounded latents, 8-bit output); PSNR is averaged per crop."""
-    was_training = model.training
-    model.eval()
-    levels = tuple(range(model.num_levels)) if levels is None else levels
-    points = []
-    for level in levels:
-        bpps, psnrs = [], []
-        for c in crops:
-            x = c.permute(2, 0, 1)[None].float() / 255
-            q = float(level + 1)
-            y = model.analysis(x, q)
-            z = torch.round(model.hyper_analysis(y))
-            means, scales = model.hyper_synthesis(z)
-            y_q = torch.round(y - means)
-            bits = -(gaussian_likelihood(y_q, scales).log2().sum()
-                     + model.z_density.likelihood(z).log2().sum())
-            x_hat = model.synthesis(y_q + means, q).clamp(0, 1)
-            x8 = torch.round(x_hat * 255)
-            mse = (x8 - torch.round(x * 255)).pow(2).mean().item()
-            bpps.append(bits.item() / (x.shape[2] * x.shape[3]))
-            psnrs.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
-        points.append((sum(bpps) / len(bpps), sum(psnrs) / len(psnrs)))
-    model.train(was_training)
-    return points
-
-
 def jpeg_points(crops: list[torch.Tensor],
                 qualities: tuple[int, ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
                 ) -> list[tuple[float, float]]:
@@ -295,7 +263,11 @@ def validate(model: torch.nn.Module, crops: list[torch.Tensor],
     """Held-out validation: estimated bpp / PSNR at the lowest, middle and highest level,
     and, given ``jpeg`` (:func:`jpeg_points` of the same crops), the BD-rate against JPEG in
     percent (``bd_jpeg``; lower is better) over all levels."""
-    points = crop_points(model, crops)
+    from .kodak_probe import probe
+
+    was_training = model.training
+    points = [(p["bpp"], p["psnr"]) for p in probe(model, [c.numpy() for c in crops])]
+    model.train(was_training)
     result = {}
     for level in (0, model.num_levels // 2, model.num_levels - 1):
         result[f"q{level + 1}_bpp"] = round(points[level][0], 4)
