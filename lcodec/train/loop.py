@@ -343,6 +343,8 @@ def train(cfg: TrainConfig) -> Path:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
 
+    config_json = json.dumps({"family": cfg.family, "N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)})
+
     def save_best(val: dict) -> None:
         """Keep the model with the lowest held-out BD-rate so far as ``best.pt``."""
         bd = val.get("bd_jpeg")
@@ -351,8 +353,7 @@ def train(cfg: TrainConfig) -> Path:
         state["best_bd_jpeg"], state["best_step"] = bd, state["step"]
         tmp = run_dir / "best.tmp"
         torch.save({"model": model.state_dict(), "state_json": json.dumps(state),
-                    "config_json": json.dumps({"family": cfg.family, "N": cfg.N, "M": cfg.M,
-                                               "lambdas": list(cfg.lambdas)})}, tmp)
+                    "config_json": config_json}, tmp)
         os.replace(tmp, run_dir / "best.pt")
 
     def save() -> None:
@@ -362,8 +363,7 @@ def train(cfg: TrainConfig) -> Path:
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "state_json": json.dumps(state),
-                    "config_json": json.dumps({"family": cfg.family, "N": cfg.N, "M": cfg.M,
-                                               "lambdas": list(cfg.lambdas)})}, tmp)
+                    "config_json": config_json}, tmp)
         os.replace(tmp, ckpt_path)
 
     rollback = DivergenceGuard(model, opt)
