@@ -306,6 +306,12 @@ def lcodec_effort(name: str) -> int:
     return int(match.group(1)) if match else 1
 
 
+def is_lcodec_name(key: str) -> bool:
+    """Whether a (lower-case) eval name names lcodec: ``lcodec``, ``lcodec-<model>``,
+    ``lcodec@e<effort>`` or ``lcodec-<model>@e<effort>``."""
+    return key == "lcodec" or key.startswith((LCODEC_PREFIX, "lcodec@"))
+
+
 def lcodec_model(name: str) -> str | None:
     """The model named by a canonical lcodec eval name (None for ``lcodec``, the default)."""
     name = EFFORT_SUFFIX.sub("", name)
@@ -324,13 +330,13 @@ def canonical_name(name: str) -> str:
     are matched exactly.
     """
     raw = name.strip()
-    if raw.lower().startswith("lcodec") and (EFFORT_SUFFIX.search(raw) or raw.lower().startswith(LCODEC_PREFIX)):
+    if is_lcodec_name(raw.lower()):
         effort = lcodec_effort(raw)
         base = EFFORT_SUFFIX.sub("", raw)
         if base.lower() == "lcodec":
             return lcodec_name(None, effort)
         model = base[len(LCODEC_PREFIX):]
-        if not _MODEL_NAME.fullmatch(model):
+        if not base.lower().startswith(LCODEC_PREFIX) or not _MODEL_NAME.fullmatch(model):
             raise ValueError(f"unknown codec {name!r}: expected lcodec-<model name>[@e<effort>]")
         return lcodec_name(model, effort)
     key = raw.lower()
@@ -358,7 +364,7 @@ def missing_reason(name: str) -> str | None:
         if codec is None or not getattr(codec, "available", False):
             return "this imagecodecs build has no JPEG XL support"
         return None
-    if key == "lcodec" or key.startswith("lcodec@") or key.startswith(LCODEC_PREFIX):
+    if is_lcodec_name(key):
         try:
             api = importlib.import_module("lcodec.api")
         except ImportError as exc:
@@ -403,7 +409,7 @@ def make_codec(name: str, qualities: Sequence[float] | None = None, device: str 
     """Create codec ``name``; ``qualities`` replaces its default sweep."""
     key = canonical_name(name)
     codec: EvalCodec
-    if key == "lcodec" or key.startswith("lcodec@") or key.startswith(LCODEC_PREFIX):
+    if is_lcodec_name(key):
         codec = LcodecCodec(device=device, model=lcodec_model(key), effort=lcodec_effort(key))
     elif key == "jpeg":
         codec = JpegCodec()
