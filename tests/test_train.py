@@ -14,7 +14,7 @@ from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
 from lcodec.models import build_model
 from lcodec.train.loop import CompiledForward, TrainConfig, jpeg_points, level_weights, train, validate
-from lcodec.train.widen import widen_latents
+from lcodec.train.widen import widen_analysis, widen_latents
 from lcodec.weights import find_entry, load_state_dict, weights_dir
 
 from .conftest import psnr, synthetic_photo
@@ -124,6 +124,60 @@ def test_train_widens_the_latent_of_the_weights_it_starts_from(photos, tmp_path,
     trained = torch.load(ckpt, weights_only=True)["model"]
     assert trained["g_a.6.weight"].shape[0] == m_old + 16
     assert torch.equal(trained["g_a.6.weight"][:m_old], shipped["g_a.6.weight"])
+
+
+@torch.no_grad()
+def test_widened_analysis_computes_the_same_latents_and_leaves_the_decoder_alone():
+    narrow = _perturbed(build_model("hyperprior", N=8, M=8))
+    wide = _perturbed(build_model("hyperprior", N=8, M=8, Na=16), seed=1)
+    widen_analysis(narrow.state_dict(), wide)
+    assert wide.g_a[0].weight.shape[0] == 16 and wide.g_s[0].weight.shape[1] == 8
+    for key, value in narrow.state_dict().items():
+        if not key.startswith("g_a."):
+            assert torch.equal(value, wide.state_dict()[key]), key
+    # the new hidden units carry a signal (so that they can learn) ...
+    assert wide.g_a[0].weight[8:].abs().sum() > 0
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    assert wide.g_a[1](wide.g_a[0](x - 0.5))[:, 8:].abs().amax() > 1e-3
+    # ... but the latent does not see them yet
+    for q in (1.0, 4.5, 8.0):
+        assert torch.allclose(narrow.analysis(x, q), wide.analysis(x, q), rtol=1e-5, atol=1e-5)
+
+
+def test_analysis_widening_refuses_other_changes():
+    wide = build_model("hyperprior", N=8, M=8, Na=16)
+    with pytest.raises(ValueError, match="narrow"):
+        widen_analysis(wide.state_dict(), build_model("hyperprior", N=8, M=8))
+    with pytest.raises(ValueError, match="differs in shape"):
+        widen_analysis(build_model("hyperprior", N=8, M=8).state_dict(),
+                       build_model("hyperprior", N=16, M=8, Na=16))
+
+
+def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(photos, tmp_path,
+                                                                                capsys, monkeypatch):
+    shipped = load_state_dict(weights_dir() / find_entry("hyperprior").file)
+    n_old = shipped["g_a.0.weight"].shape[0]
+    ckpt = train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0,
+                             threads="1", compile="off", init_from="hyperprior", Na=n_old + 8))
+    assert f"analysis widened from {n_old} to {n_old + 8} channels" in capsys.readouterr().out
+    trained = torch.load(ckpt, weights_only=True)["model"]
+    assert trained["g_a.0.weight"].shape[0] == n_old + 8
+    assert torch.equal(trained["g_s.0.weight"], shipped["g_s.0.weight"])
+    # the exported weights record the width, and the codec builds the wider encoder from them
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "hyperprior", folder=folder)
+    entry = json.loads((folder / "manifest.json").read_text())["models"][0]
+    assert entry["config"]["Na"] == n_old + 8
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(96, 64, seed=5)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 5.0))
+    assert header.model_name == "hyperprior" and psnr(out, pixels) > 24
+    # a context model on top of it keeps the wider encoder
+    ctx = train_context(ContextTrainConfig(init_from=str(folder / entry["file"]), data=str(photos),
+                                           run_dir=str(tmp_path / "ctx"), minutes=0.0, crop=128,
+                                           batch=2, threads=1))
+    config = json.loads(torch.load(ctx, weights_only=True)["config_json"])
+    assert (config["N"], config["Na"]) == (n_old, n_old + 8)
 
 
 def test_held_out_bd_rate_against_jpeg_ranks_a_trained_model_above_a_broken_one():

@@ -35,20 +35,26 @@ class MeanScaleHyperprior(nn.Module):
     """Mean-scale hyperprior with gain units.
 
     Args:
-        N: channels of the hidden layers (and of the hyper-latent ``z``).
+        N: channels of the hidden layers of the synthesis and hyper transforms (and of the
+            hyper-latent ``z``).
         M: channels of the latent ``y``.
+        Na: channels of the hidden layers of the analysis transform ``g_a`` (default ``N``).
+            Only the encoder runs ``g_a``, so a wider analysis costs encode time but leaves
+            decoding as it is.
         lambdas: one rate-distortion trade-off per quality level (level ``k`` is ``-q k``).
     """
 
     family = "hyperprior"
     downsampling = 64  # total stride from the image to z
 
-    def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS):
+    def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+                 Na: int | None = None):
         super().__init__()
         self.N, self.M = N, M
+        self.Na = Na = Na or N
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+            conv(3, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, M))
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True), deconv(N, 3))

@@ -17,6 +17,9 @@ from .loop import TrainConfig, train
               help="Also stop when the run reaches this step (0: no limit).")
 @click.option("--N", "N", default=TrainConfig.N, show_default=True, type=int)
 @click.option("--M", "M", default=TrainConfig.M, show_default=True, type=int)
+@click.option("--Na", "Na", default=TrainConfig.Na, show_default=True, type=int,
+              help="Hidden channels of the analysis transform (encoder only; 0: same as --N). "
+                   "Starting from narrower weights widens them losslessly.")
 @click.option("--crop", default=TrainConfig.crop, show_default=True, type=int)
 @click.option("--batch", default=TrainConfig.batch, show_default=True, type=int)
 @click.option("--lr", default=TrainConfig.lr, show_default=True, type=float)

@@ -137,14 +137,17 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     ckpt_path = run_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
     base = load_state_dict(init)
-    N, M = base["g_a.0.weight"].shape[0], base["g_a.6.weight"].shape[0]
+    # ConvTranspose2d weights are (in, out, k, k): g_s.0 maps M latent channels to N.
+    N, M = base["g_s.0.weight"].shape[1], base["g_s.0.weight"].shape[0]
+    Na = base["g_a.0.weight"].shape[0]
     lambdas = tuple(float(v) for v in base["lambdas"])
     config = {"family": "context", "N": N, "M": M, "lambdas": list(lambdas),
               "context_channels": cfg.context_channels, "hidden": cfg.hidden}
+    if Na != N:
+        config["Na"] = Na
     if cfg.scale_floor is not None:
         config["scale_floor"] = cfg.scale_floor
-    model = build_model("context", N=N, M=M, lambdas=lambdas, context_channels=cfg.context_channels,
-                        hidden=cfg.hidden, scale_floor=cfg.scale_floor)
+    model = build_model(**config)
     missing = model.load_state_dict(base, strict=False).missing_keys
     if any(not k.startswith(("context_", "entropy_parameters")) for k in missing):
         raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")

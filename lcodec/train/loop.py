@@ -32,6 +32,7 @@ class TrainConfig:
     family: str = "hyperprior"
     N: int = 64
     M: int = 96
+    Na: int = 0                   # hidden channels of the analysis transform (0: same as N)
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     crop: int = 128
     batch: int = 16
@@ -301,7 +302,10 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     keep_freed_memory()
 
-    model = build_model(cfg.family, N=cfg.N, M=cfg.M, lambdas=tuple(cfg.lambdas))
+    arch = {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)}
+    if cfg.Na and cfg.Na != cfg.N:
+        arch["Na"] = cfg.Na
+    model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
     resumed = resume(ckpt_path, model, opt)
@@ -313,11 +317,17 @@ def train(cfg: TrainConfig) -> Path:
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
             init = init["model"]
         m_init = init["g_a.6.weight"].shape[0] if "g_a.6.weight" in init else cfg.M
+        na_init = init["g_a.0.weight"].shape[0] if "g_a.0.weight" in init else model.Na
         if cfg.family == "hyperprior" and m_init != cfg.M:
             from .widen import widen_latents
             widen_latents(init, model)
             print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
                   f"M={cfg.M}", flush=True)
+        elif cfg.family == "hyperprior" and na_init != model.Na:
+            from .widen import widen_analysis
+            widen_analysis(init, model)
+            print(f"initialized from {cfg.init_from}, analysis widened from {na_init} to "
+                  f"{model.Na} channels", flush=True)
         else:
             model.load_state_dict(init)
             print(f"initialized from {cfg.init_from}", flush=True)
@@ -343,7 +353,7 @@ def train(cfg: TrainConfig) -> Path:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
 
-    config_json = json.dumps({"family": cfg.family, "N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)})
+    config_json = json.dumps({"family": cfg.family, **arch})
 
     def save_best(val: dict) -> None:
         """Keep the model with the lowest held-out BD-rate so far as ``best.pt``."""

@@ -1,4 +1,4 @@
-"""Start a model with more latent channels (a larger ``M``) from trained weights, losslessly.
+"""Start a wider model from trained weights, losslessly: more latent channels, or a wider encoder.
 
 The shipped hyperprior's high-rate end is capped by its transforms, not by its bits: with the
 latents left unquantized, hyperprior v2 reconstructs the held-out crops at 27.95 dB, and at
@@ -22,6 +22,11 @@ import torch
 from torch import nn
 
 from ..models.entropy_models import SCALE_BOUND
+from ..models.layers import GDN
+
+# The analysis transform ``g_a``: conv, GDN, conv, GDN, conv, GDN, conv (to the latent).
+_ANALYSIS_CONVS = ("g_a.0", "g_a.2", "g_a.4", "g_a.6")
+_ANALYSIS_GDNS = ("g_a.1", "g_a.3", "g_a.5")
 
 
 def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -80,6 +85,51 @@ def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             t[:m_old] = src[:m_old]
             t[m_old:m_new] = SCALE_BOUND         # new channels: smallest scale, mean 0
             t[m_new:m_new + m_old] = src[m_old:]
+        else:
+            raise ValueError(f"{key!r} differs in shape ({tuple(src.shape)} -> "
+                             f"{tuple(target.shape)}) in a way widening does not handle")
+        out[key] = t
+    model.load_state_dict(out)
+
+
+def widen_analysis(old: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """Load the hyperprior state dict ``old`` into ``model``, whose analysis transform ``g_a``
+    has wider hidden layers (a larger ``Na``); everything else must match.
+
+    The widened model computes exactly the same latents at first: each new hidden unit keeps
+    its random input filters (so it carries a signal and gradients from the first step), but
+    leaves through zero weights into the next layer's old units, and the old GDN units give
+    it zero weight in their normalization pools. The decoder is untouched, so the widening
+    changes encoding cost only. Raises ``ValueError`` if ``model`` is narrower or differs in
+    anything but ``g_a``'s hidden width.
+    """
+    new = model.state_dict()
+    n_old = old["g_a.0.weight"].shape[0]
+    n_new = new["g_a.0.weight"].shape[0]
+    if n_new < n_old:
+        raise ValueError(f"cannot narrow the analysis transform from {n_old} to {n_new} channels")
+    zero_gamma = GDN._pedestal ** 0.5             # stored square root of a zero gamma entry
+    out: dict[str, torch.Tensor] = {}
+    for key, target in new.items():
+        src = old.get(key)
+        if src is None:
+            raise ValueError(f"the old weights have no {key!r}")
+        layer, _, kind = key.rpartition(".")
+        if src.shape == target.shape:
+            out[key] = src.clone()
+            continue
+        t = target.clone()
+        if layer in _ANALYSIS_CONVS and kind == "weight":   # Conv2d: (out, in, k, k)
+            o, i = src.shape[:2]
+            t[:o, :i] = src
+            t[:o, i:] = 0                       # the new units do not reach the old ones
+        elif layer in _ANALYSIS_CONVS and kind == "bias":
+            t[:src.shape[0]] = src
+        elif layer in _ANALYSIS_GDNS and kind == "beta":
+            t[:n_old] = src
+        elif layer in _ANALYSIS_GDNS and kind == "gamma":
+            t[:n_old, :] = zero_gamma               # old units: nothing from the new ones
+            t[:n_old, :n_old] = src
         else:
             raise ValueError(f"{key!r} differs in shape ({tuple(src.shape)} -> "
                              f"{tuple(target.shape)}) in a way widening does not handle")
