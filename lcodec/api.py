@@ -126,12 +126,11 @@ class Codec:
 
     def __init__(self, device: str = "auto", model: str | None = None, tile: int | None = None,
                  max_memory_mb: int | None = None, effort: int = 1) -> None:
-        from .device import memory_budget, select_device, use_all_cores
+        from .device import memory_budget, select_device
 
         self.refine_steps = refinement_steps(effort)
 
         self.device = select_device(device)
-        use_all_cores()
         self.model_name = model
         if tile is not None and (tile < 0 or tile % ALIGN):
             raise LcodecError(f"tile size must be 0 (automatic) or a multiple of {ALIGN}, got {tile}")
@@ -145,7 +144,9 @@ class Codec:
             from .pipeline import CodecPipeline
             from .weights import load_model
 
-            self._pipelines[key] = CodecPipeline(load_model(name, version), self.device)
+            # CPU: numpy transforms (no torch import); CUDA: the torch model on the GPU.
+            device = None if self.device.type == "cpu" else self.device.torch()
+            self._pipelines[key] = CodecPipeline(load_model(name, version), device)
         return self._pipelines[key]
 
     def encode_pixels(self, pixels: np.ndarray, channels: int, quality: float = DEFAULT_QUALITY, *,

@@ -1,7 +1,10 @@
 """Choosing the compute device and CPU threads (``--device auto|cpu|cuda``)."""
 from __future__ import annotations
 
+import glob
 import os
+import sys
+from dataclasses import dataclass
 
 from .errors import DeviceError
 
@@ -13,32 +16,65 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def select_device(spec: str = "auto"):
-    """``auto``: CUDA when torch sees a GPU, else CPU. ``cuda`` without a GPU is an error."""
-    import torch
+@dataclass(frozen=True)
+class Device:
+    """Where the transforms run: ``cpu`` (numpy, no torch import) or ``cuda`` (torch)."""
 
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def torch(self):
+        """The ``torch.device`` (imports torch)."""
+        import torch
+
+        return torch.device(str(self))
+
+
+CPU = Device("cpu")
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded; without one CUDA cannot work, and ``auto`` can
+    choose the CPU without importing torch (1-2 s)."""
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def select_device(spec: str = "auto") -> Device:
+    """``auto``: CUDA when torch sees a GPU, else CPU. ``cuda`` without a GPU is an error."""
     spec = (spec or "auto").lower()
+    if spec == "cpu" or (spec == "auto" and not nvidia_driver_present()):
+        return CPU
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
+        import torch
+
+        return Device("cuda") if torch.cuda.is_available() else CPU
+    if spec == "cuda" or spec.startswith("cuda:"):
+        import torch
+
         if not torch.cuda.is_available():
             why = "this torch build has no CUDA support" if torch.version.cuda is None \
                 else "torch sees no CUDA device"
             raise DeviceError(f"--device {spec} was requested but {why}; use --device cpu or auto")
-        dev = torch.device(spec)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
-        return dev
+        index = None
+        if ":" in spec:
+            try:
+                index = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise DeviceError(f"unknown device {spec!r} (use auto, cpu or cuda)") from None
+            if not 0 <= index < torch.cuda.device_count():
+                raise DeviceError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
+        return Device("cuda", index)
     raise DeviceError(f"unknown device {spec!r} (use auto, cpu or cuda)")
 
 
 def use_all_cores() -> None:
-    """Let torch use every core this process may run on."""
-    import torch
-
-    torch.set_num_threads(cpu_count())
+    """Let torch (when this process uses it) run on every core this process may run on;
+    numpy's BLAS does so by default."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(cpu_count())
 
 
 DEFAULT_CPU_BUDGET = 512 << 20
@@ -55,7 +91,7 @@ def memory_budget(device, max_memory_mb: int | None = None) -> int:
     if getattr(device, "type", "cpu") == "cuda":
         import torch
 
-        free, _ = torch.cuda.mem_get_info(device)
+        free, _ = torch.cuda.mem_get_info(device.torch())
         return int(free // 3)
     try:
         with open("/proc/meminfo") as f:

@@ -8,7 +8,7 @@ back:
   its scale.
 * ``context``: two passes over a checkerboard (:mod:`lcodec.models.context`): the anchors
   with the hyperprior's parameters, then the non-anchors with parameters that the integer
-  context network (:class:`lcodec.models.exact.ExactContext`) computes from the decoded
+  context network (:class:`lcodec.runtime.exact.ExactContext`) computes from the decoded
   anchors. The context sees only the tile's own anchors (zeros beyond its edges), so tiles
   stay independently decodable.
 
@@ -19,10 +19,9 @@ reproduces the encoder's parameters bit for bit.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .entropy import StreamDecoder, StreamEncoder
-from .models.context import anchor_mask
+from .runtime.exact import anchor_mask
 from .weights import LoadedModel
 
 
@@ -41,8 +40,7 @@ class LatentCoder:
 
     def _nonanchor_params(self, anchors: np.ndarray, hyper_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Means and indexes ``(1, M, n)`` of the non-anchors (row-major positions)."""
-        with torch.inference_mode():
-            raw = self.context(torch.from_numpy(anchors), torch.from_numpy(hyper_raw)).numpy()
+        raw = self.context(anchors, hyper_raw)
         return self._means_and_indexes(raw)
 
     def encode(self, enc: StreamEncoder, y: np.ndarray, hyper_raw: np.ndarray) -> np.ndarray:
@@ -53,7 +51,7 @@ class LatentCoder:
             sym = np.rint(y - means)
             enc.encode(sym.astype(np.int64), idx, tables)
             return sym + means
-        a = anchor_mask(y.shape[2], y.shape[3]).numpy()
+        a = anchor_mask(y.shape[2], y.shape[3])
         y_hat = np.zeros_like(y)
         sym = np.rint(y[:, :, a] - means[:, :, a])
         enc.encode(sym.astype(np.int64), idx[:, :, a], tables)
@@ -70,7 +68,7 @@ class LatentCoder:
         means, idx = self._means_and_indexes(hyper_raw)
         if self.context is None:
             return dec.decode(idx, tables) + means
-        a = anchor_mask(means.shape[2], means.shape[3]).numpy()
+        a = anchor_mask(means.shape[2], means.shape[3])
         y_hat = np.zeros(means.shape)
         y_hat[:, :, a] = dec.decode(idx[:, :, a], tables) + means[:, :, a]
         means2, idx2 = self._nonanchor_params(y_hat, hyper_raw)

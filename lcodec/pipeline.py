@@ -1,12 +1,13 @@
 """The codec pipeline: pixels <-> entropy-coded tile streams, for any model family.
 
-A model family supplies four stages (see :mod:`lcodec.models.hyperprior`): ``analysis`` and
-``synthesis`` run on the chosen device in float32 (they only move pixels; float64 is
-possible, for tests);
-``hyper_analysis`` runs there too (its output ``z`` is transmitted, so it needs no
-reproducibility). The hyper-synthesis produces the parameters handed to the entropy coder, so
-it runs as an integer network (:mod:`lcodec.models.exact`) whose results are bit-identical on
-every machine.
+A model family supplies four stages (see :mod:`lcodec.models.hyperprior`). The float pixel
+transforms, ``analysis``, ``synthesis`` and ``hyper_analysis`` (its output ``z`` is
+transmitted, so it needs no reproducibility), run with numpy on the CPU
+(:mod:`lcodec.runtime.transforms`, no torch import) or with torch on a given torch device
+(:mod:`lcodec.models.device_transforms`: CUDA, float64 for tests, and latent refinement,
+which needs gradients). The hyper-synthesis produces the parameters handed to the entropy
+coder, so it runs as an integer network (:mod:`lcodec.runtime.exact`) whose results are
+bit-identical on every machine.
 
 Symbols: ``z`` is coded as ``round(z)`` with one table per channel, in one stream for the
 whole image; ``y`` in one stream per tile, in the order and with the parameters of the model
@@ -22,10 +23,7 @@ tiles. The synthesis works on tiles of the decoder's choosing (its memory budget
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
-import torch
 
 from .entropy import StreamDecoder, StreamEncoder
 from .errors import CorruptStreamError
@@ -36,36 +34,57 @@ from .weights import LoadedModel
 
 
 class CodecPipeline:
-    """Encodes and decodes pixel arrays with one loaded model on one device."""
+    """Encodes and decodes pixel arrays with one loaded model.
 
-    def __init__(self, loaded: LoadedModel, device: torch.device,
-                 dtype: torch.dtype = torch.float32) -> None:
+    Args:
+        loaded: the model.
+        device: None runs the transforms with numpy on the CPU; a ``torch.device`` runs them
+            with torch there, in ``dtype`` (default float32).
+    """
+
+    def __init__(self, loaded: LoadedModel, device=None, dtype=None) -> None:
         self.loaded = loaded
         self.device = device
-        self.dtype = dtype  # of the pixel transforms only; the entropy parameters are exact
-        # channels-last convolutions measured ~1.6x faster than NCHW on CPU (oneDNN).
-        self.model = copy.deepcopy(loaded.model).to(device, dtype, memory_format=torch.channels_last).eval()
-        self.model.requires_grad_(False)  # latent refinement differentiates w.r.t. y only
+        if device is None:
+            self.transforms = loaded.transforms
+        else:
+            from .models.device_transforms import TorchTransforms
+
+            self.transforms = TorchTransforms(loaded.model, device, *(() if dtype is None else (dtype,)))
+        self._refiner = None
         self.latents = LatentCoder(loaded)
 
     # -- pixels <-> latents ---------------------------------------------------------------------
-    def _window(self, pixels: np.ndarray, rect: Rect) -> torch.Tensor:
-        """Pixels of ``rect`` of the padded image (edge-replicated beyond the image) on device."""
+    @staticmethod
+    def _window(pixels: np.ndarray, rect: Rect) -> np.ndarray:
+        """Pixels of ``rect`` of the padded image (edge-replicated beyond the image)."""
         h, w = pixels.shape[:2]
         part = pixels[rect.y0:min(rect.y1, h), rect.x0:min(rect.x1, w)]
         ph, pw = rect.height - part.shape[0], rect.width - part.shape[1]
         if ph or pw:  # replicate the borders: cheaper to code than zeros
             part = np.pad(part, ((0, ph), (0, pw), (0, 0)), mode="edge")
-        x = torch.from_numpy(np.array(part, dtype=np.uint8)).permute(2, 0, 1)[None].to(self.dtype) / 255
-        return x.to(self.device, memory_format=torch.channels_last)
+        return np.ascontiguousarray(part, dtype=np.uint8)
 
-    def analyse(self, pixels: np.ndarray, quality: float, tile: Rect, full: Rect) -> torch.Tensor:
-        """The latent ``y`` of one tile, computed with a halo of surrounding pixels."""
+    def analyse(self, pixels: np.ndarray, quality: float, tile: Rect, full: Rect) -> np.ndarray:
+        """The latent ``y`` of one tile (float32 ``(1, M, h, w)``), computed with a halo of
+        surrounding pixels."""
         window = tile.grow(PIXEL_HALO, full) if tile != full else tile
-        with torch.inference_mode():
-            y = self.model.analysis(self._window(pixels, window), quality)
+        y = self.transforms.analysis(self._window(pixels, window), quality)
         inner = tile.shifted(-window.x0, -window.y0).scaled(LATENT_STRIDE)
         return y[:, :, inner.y0:inner.y1, inner.x0:inner.x1]
+
+    def _refine_transforms(self):
+        """Torch transforms for latent refinement (it needs gradients): this pipeline's own
+        when they are torch's, else a CPU float32 copy of the model, made on first use."""
+        if self.device is not None:
+            return self.transforms
+        if self._refiner is None:
+            import torch
+
+            from .models.device_transforms import TorchTransforms
+
+            self._refiner = TorchTransforms(self.loaded.model, torch.device("cpu"))
+        return self._refiner
 
     def refine(self, pixels: np.ndarray, quality: float, tile: Rect, y_full: np.ndarray,
                hyper_raw: np.ndarray, steps: int) -> None:
@@ -73,38 +92,28 @@ class CodecPipeline:
         (:func:`lcodec.models.refine.refine_latents`), given the tile's exact hyperprior
         parameters. Each tile is refined on its own pixels (the synthesis of the tile alone),
         so memory stays bounded by the tile size."""
-        from .models.refine import refine_latents
-
         lat = tile.scaled(LATENT_STRIDE)
         h, w = pixels.shape[:2]
-        x = self._window(pixels, tile)
-        weight = None
+        valid = None
         if tile.y1 > h or tile.x1 > w:  # padding beyond the image does not count
-            weight = torch.zeros((1, 1, tile.height, tile.width), dtype=self.dtype, device=self.device)
-            weight[..., :min(tile.y1, h) - tile.y0, :min(tile.x1, w) - tile.x0] = 1
+            valid = (min(tile.y1, h) - tile.y0, min(tile.x1, w) - tile.x0)
         scales, means = np.split(hyper_raw, 2, axis=1)  # the layout of split_params
-
-        def tensor(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)
-            return t.contiguous(memory_format=torch.channels_last)
-
-        y = tensor(y_full[None, :, lat.y0:lat.y1, lat.x0:lat.x1])
-        refined = refine_latents(self.model, x, y, tensor(means), tensor(scales), quality, steps, weight)
-        y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = refined[0].float().cpu().numpy()
+        y = y_full[None, :, lat.y0:lat.y1, lat.x0:lat.x1]
+        refined = self._refine_transforms().refine(self._window(pixels, tile), y, means, scales,
+                                                   quality, steps, valid)
+        y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = refined[0]
 
     # -- latents <-> streams ----------------------------------------------------------------------
     def hyper_analyse(self, y_full: np.ndarray, tiles: list[Rect], full: Rect) -> np.ndarray:
         """``round(h_a(y))`` (int64, ``(1, N, H/64, W/64)``), tile by tile with a halo of ``y``."""
         full_y = full.scaled(LATENT_STRIDE)
-        m = self.loaded.model
+        m = self.loaded
         z_sym = np.zeros((1, m.N, full_y.height // Z_STRIDE, full_y.width // Z_STRIDE), dtype=np.int64)
         for tile in tiles:
             inner = tile.scaled(LATENT_STRIDE)
             win = inner.grow(HYPER_ANALYSIS_HALO, full_y) if tile != full else inner
-            y = torch.from_numpy(np.ascontiguousarray(y_full[None, :, win.y0:win.y1, win.x0:win.x1]))
-            with torch.inference_mode():
-                z = self.model.hyper_analysis(y.to(self.device, self.dtype, memory_format=torch.channels_last))
-            z = z.double().cpu().numpy()
+            z = self.transforms.hyper_analysis(y_full[None, :, win.y0:win.y1, win.x0:win.x1])
+            z = z.astype(np.float64)
             if not np.isfinite(z).all():
                 raise ValueError("the hyper-analysis transform produced non-finite values")
             zin = inner.shifted(-win.x0, -win.y0).scaled(Z_STRIDE)
@@ -119,9 +128,7 @@ class CodecPipeline:
         full_z = full.scaled(ALIGN)
         inner = tile.scaled(ALIGN)
         win = inner.grow(HYPER_SYNTHESIS_HALO, full_z) if tile != full else inner
-        z = torch.from_numpy(z_sym[:, :, win.y0:win.y1, win.x0:win.x1].astype(np.float64))
-        with torch.inference_mode():
-            raw = self.loaded.exact_hyper(z).numpy()
+        raw = self.loaded.exact_hyper(z_sym[:, :, win.y0:win.y1, win.x0:win.x1].astype(np.float64))
         crop = inner.shifted(-win.x0, -win.y0)
         return np.ascontiguousarray(raw[:, :, crop.y0 * Z_STRIDE:crop.y1 * Z_STRIDE,
                                         crop.x0 * Z_STRIDE:crop.x1 * Z_STRIDE])
@@ -139,10 +146,10 @@ class CodecPipeline:
         full = image_rect(w, h)
         tiles = tile_grid(w, h, tile_size)
         full_y = full.scaled(LATENT_STRIDE)
-        y_full = np.zeros((self.loaded.model.M, full_y.height, full_y.width), dtype=np.float32)
+        y_full = np.zeros((self.loaded.M, full_y.height, full_y.width), dtype=np.float32)
         for tile in tiles:
             lat = tile.scaled(LATENT_STRIDE)
-            y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = self.analyse(pixels, quality, tile, full)[0].cpu().numpy()
+            y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = self.analyse(pixels, quality, tile, full)[0]
         if not np.isfinite(y_full).all():
             raise ValueError("the analysis transform produced non-finite values")
         z_sym = self.hyper_analyse(y_full, tiles, full)
@@ -173,7 +180,7 @@ class CodecPipeline:
         if len(streams) != len(tiles):
             raise CorruptStreamError(f"file has {len(streams)} tile(s) where its size and tiling "
                                      f"need {len(tiles)}")
-        m = self.loaded.model
+        m = self.loaded
         full_z = full.scaled(ALIGN)
         dec = StreamDecoder(hyper)
         z_sym = dec.decode(self._z_table_ids((1, m.N, full_z.height, full_z.width)), self.loaded.z_tables)
@@ -204,12 +211,9 @@ class CodecPipeline:
             y_hat[:, lat.y0:lat.y1, lat.x0:lat.x1] = tile_y[0]
         result = np.empty((region.height, region.width, 3), dtype=np.uint8)
         for out, win in jobs:
-            y = torch.from_numpy(np.ascontiguousarray(y_hat[None, :, win.y0:win.y1, win.x0:win.x1]))
-            y = y.to(self.device, self.dtype, memory_format=torch.channels_last)
-            with torch.inference_mode():
-                x = self.model.synthesis(y, quality)
-                ox, oy = out.x0 - win.x0 * LATENT_STRIDE, out.y0 - win.y0 * LATENT_STRIDE
-                x = x[0, :, oy:oy + out.height, ox:ox + out.width].clamp(0, 1).mul(255).round()
-                pix = x.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            x = self.transforms.synthesis(y_hat[None, :, win.y0:win.y1, win.x0:win.x1], quality)
+            ox, oy = out.x0 - win.x0 * LATENT_STRIDE, out.y0 - win.y0 * LATENT_STRIDE
+            x = x[0, :, oy:oy + out.height, ox:ox + out.width]
+            pix = np.rint(np.clip(x, 0, 1) * x.dtype.type(255)).astype(np.uint8).transpose(1, 2, 0)
             result[out.y0 - region.y0:out.y1 - region.y0, out.x0 - region.x0:out.x1 - region.x0] = pix
         return result

@@ -2,9 +2,10 @@
 
 ``weights/manifest.json`` lists every model the package ships (name, version, family,
 architecture config, file, SHA-256). A weights file holds only tensors (the model's
-``state_dict`` plus its entropy tables under ``tables.*``) and is read with
-``torch.load(weights_only=True)`` after its SHA-256 matches the manifest. Old versions stay
-listed so that files encoded with them keep decoding.
+``state_dict``, its entropy tables under ``tables.*`` and its integer networks under
+``exact.*``) in torch's zip format. It is read after its SHA-256 matches the manifest, by
+:mod:`lcodec.runtime.ptfile`, which needs no torch and runs no pickled code. Old versions
+stay listed so that files encoded with them keep decoding.
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ import numpy as np
 
 from .entropy.tables import TableSet
 from .errors import WeightsError, WeightsMismatchError
+from .runtime.exact import ExactContext, ExactSequential
+from .runtime.transforms import HyperpriorTransforms
 
 MANIFEST = "manifest.json"
+FAMILIES = ("hyperprior", "context")  # the model families this version can code with
 ENV_DIR = "LCODEC_WEIGHTS_DIR"
 
 
@@ -96,9 +100,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict:
-    """The tensors of an entry's file, after checking its SHA-256 against the manifest."""
-    import torch
+def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an entry's file, after checking its SHA-256 against the manifest."""
+    from .runtime.ptfile import PtFileError, load_tensors
 
     path = (folder or weights_dir()) / entry.file
     try:
@@ -108,16 +112,11 @@ def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict:
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise WeightsMismatchError(f"weights file {path} does not match its recorded SHA-256 "
                                    "(damaged or replaced); reinstall lcodec")
-    import io
     try:
-        tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        # Not str(exc): torch's text spans lines and suggests weights_only=False.
-        raise WeightsError(f"cannot load weights {path}: not a plain tensor file "
-                           f"({type(exc).__name__}); reinstall lcodec") from None
-    if not isinstance(tensors, dict):
-        raise WeightsError(f"cannot load weights {path}: not a dictionary of tensors; reinstall lcodec")
-    return tensors
+        return load_tensors(data)
+    except PtFileError as exc:
+        raise WeightsError(f"cannot load weights {path}: not a plain tensor file ({exc}); "
+                           "reinstall lcodec") from None
 
 
 def resolve_weights_file(spec: str) -> Path:
@@ -136,15 +135,46 @@ def load_state_dict(path: Path) -> dict:
 
 @dataclass
 class LoadedModel:
-    """A model ready for coding: the network (eval mode, CPU) and its entropy tables."""
+    """A model ready for coding: its entropy tables, the integer networks that compute the
+    entropy parameters, and the pixel transforms (numpy; the torch network on demand)."""
 
     entry: ModelEntry
-    model: object  # torch.nn.Module
+    arrays: dict  # name -> np.ndarray: everything in the weights file
     z_tables: TableSet
     y_tables: TableSet
     scale_table: np.ndarray
-    exact_hyper: object  # lcodec.models.exact.ExactSequential: the bit-exact hyper-synthesis
-    exact_context: object = None  # lcodec.models.exact.ExactContext (``context`` family only)
+    transforms: HyperpriorTransforms  # the float pixel transforms, with numpy
+    exact_hyper: ExactSequential      # the bit-exact hyper-synthesis
+    exact_context: ExactContext | None = None  # ``context`` family only
+    _torch_model: object = field(default=None, repr=False)
+
+    @property
+    def N(self) -> int:
+        return self.transforms.N
+
+    @property
+    def M(self) -> int:
+        return self.transforms.M
+
+    @property
+    def model(self):
+        """The torch network (eval mode, CPU), built on first use: for CUDA, for latent
+        refinement and for training tools. Imports torch."""
+        if self._torch_model is None:
+            import torch
+
+            from .models import build_model
+
+            state = {k: torch.from_numpy(v) for k, v in self.arrays.items()
+                     if not k.startswith(("tables.", "exact."))}
+            try:
+                model = build_model(self.entry.family, **self.entry.config)
+                model.load_state_dict(state)
+            except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+                raise WeightsError(f"weights {self.entry.label} do not fit the {self.entry.family} "
+                                   f"model: {exc}") from None
+            self._torch_model = model.eval()
+        return self._torch_model
 
 
 def load_model(name: str | None = None, version: int | None = None) -> LoadedModel:
@@ -156,22 +186,21 @@ def load_model(name: str | None = None, version: int | None = None) -> LoadedMod
 
 @lru_cache(maxsize=8)
 def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
-    from .models import build_model
-    from .models.exact import ExactContext, ExactSequential
-
-    tensors = read_verified(entry, folder)
-    arrays = {k[len("tables."):]: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
-    state = {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
+    if entry.family not in FAMILIES:
+        raise WeightsError(f"weights {entry.label} are of an unknown model family {entry.family!r} "
+                           f"(this lcodec knows {', '.join(FAMILIES)}); upgrade lcodec")
+    arrays = read_verified(entry, folder)
+    tables = {k[len("tables."):]: v for k, v in arrays.items() if k.startswith("tables.")}
     try:
-        model = build_model(entry.family, **entry.config)
-        model.load_state_dict(state)
-        z_tables = TableSet.from_arrays(arrays, "z")
-        y_tables = TableSet.from_arrays(arrays, "y")
-        scale_table = np.asarray(arrays["scale_table"], dtype=np.float64)
-        exact_hyper = ExactSequential(tensors, "exact.h_s")
-        exact_context = (ExactContext(tensors, scale_floor=model.scale_floor)
-                         if hasattr(model, "context_layers") else None)
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        transforms = HyperpriorTransforms(arrays, **entry.config)
+        z_tables = TableSet.from_arrays(tables, "z")
+        y_tables = TableSet.from_arrays(tables, "y")
+        scale_table = np.asarray(tables["scale_table"], dtype=np.float64)
+        exact_hyper = ExactSequential(arrays, "exact.h_s")
+        exact_context = None
+        if entry.family == "context":
+            exact_context = ExactContext(arrays, scale_floor=entry.config.get("scale_floor"))
+    except (KeyError, ValueError, TypeError) as exc:
         raise WeightsError(f"weights {entry.label} do not fit the {entry.family} model: {exc}") from None
-    model.eval()
-    return LoadedModel(entry, model, z_tables, y_tables, scale_table, exact_hyper, exact_context)
+    return LoadedModel(entry, arrays, z_tables, y_tables, scale_table, transforms, exact_hyper,
+                       exact_context)

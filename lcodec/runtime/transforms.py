@@ -1,0 +1,124 @@
+"""The float pixel transforms of the hyperprior family (and of ``context``, which shares them).
+
+:class:`HyperpriorTransforms` computes what :class:`lcodec.models.hyperprior.MeanScaleHyperprior`
+computes for the codec pipeline, from the same weights, with numpy in float32:
+``analysis`` (pixels -> gained latent ``y``), ``hyper_analysis`` (``y`` -> ``z``) and
+``synthesis`` (quantized ``y`` -> pixels). Results equal the torch model's up to float
+rounding; the entropy parameters never come from here (see :mod:`.exact`).
+
+Arrays cross this interface as ``(1, C, H, W)``, like the torch model's tensors; inside they
+are channels-last ``(H, W, C)``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
+
+_GDN_PEDESTAL = 2.0 ** -18
+_GDN_BETA_MIN = 1e-6
+
+
+def _gdn_params(beta: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The effective GDN parameters from the stored (square-root) ones, as the torch layer
+    computes them."""
+    p = np.float32(_GDN_PEDESTAL)
+    beta = np.maximum(beta, np.float32(math.sqrt(_GDN_BETA_MIN + _GDN_PEDESTAL))) ** 2 - p
+    gamma = np.maximum(gamma, np.float32(math.sqrt(_GDN_PEDESTAL))) ** 2 - p
+    return beta.astype(np.float32), gamma.astype(np.float32)
+
+
+class HyperpriorTransforms:
+    """The pixel transforms of a hyperprior-family model.
+
+    Args:
+        arrays: the weights (name -> array), as stored in a weights file.
+        N, M, Na: the architecture (``config`` in the manifest); extra config keys (e.g. the
+            context family's) are accepted and ignored.
+
+    Raises ``ValueError`` when an expected array is missing or has the wrong shape.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
+                 **_other) -> None:
+        Na = Na or N
+        self.N, self.M, self.Na = N, M, Na
+        self._arrays = arrays
+
+        def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
+            if name not in arrays:
+                raise ValueError(f"missing {name!r}")
+            a = np.asarray(arrays[name])
+            if a.shape != shape:
+                raise ValueError(f"{name!r} has shape {a.shape}, expected {shape}")
+            return np.ascontiguousarray(a, dtype=np.float32)
+
+        def conv_layers(prefix: str, dims: list[tuple[int, int, int]], transposed: bool):
+            out = []
+            for i, (cin, cout, k) in dims:
+                shape = (cin, cout, k, k) if transposed else (cout, cin, k, k)
+                out.append((get(f"{prefix}.{i}.weight", shape), get(f"{prefix}.{i}.bias", (cout,)), k))
+            return out
+
+        def gdn_layers(prefix: str, indexes: tuple[int, ...], c: int):
+            return [_gdn_params(get(f"{prefix}.{i}.beta", (c,)), get(f"{prefix}.{i}.gamma", (c, c)))
+                    for i in indexes]
+
+        self.g_a = conv_layers("g_a", [(0, (3, Na, 5)), (2, (Na, Na, 5)), (4, (Na, Na, 5)), (6, (Na, M, 5))], False)
+        self.g_a_gdn = gdn_layers("g_a", (1, 3, 5), Na)
+        self.g_s = conv_layers("g_s", [(0, (M, N, 5)), (2, (N, N, 5)), (4, (N, N, 5)), (6, (N, 3, 5))], True)
+        self.g_s_gdn = gdn_layers("g_s", (1, 3, 5), N)
+        self.h_a = conv_layers("h_a", [(0, (M, N, 3)), (2, (N, N, 5)), (4, (N, N, 5))], False)
+        lambdas = np.asarray(arrays.get("lambdas", np.zeros(0)))
+        levels = len(lambdas)
+        if levels < 2:
+            raise ValueError("the weights name fewer than two quality levels")
+        self.log_gain = get("log_gain", (levels, M))
+        self.log_inv_gain = get("log_inv_gain", (levels, M))
+
+    @property
+    def num_levels(self) -> int:
+        return self.log_gain.shape[0]
+
+    def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
+        """Gain and inverse gain vectors ``(M,)`` of a quality in ``[1, L]`` (geometric
+        interpolation between the two neighbouring levels)."""
+        if not 1.0 <= quality <= self.num_levels:
+            raise ValueError(f"quality must be in [1, {self.num_levels}], got {quality}")
+        pos = quality - 1.0
+        lo = min(int(math.floor(pos)), self.num_levels - 2)
+        t = pos - lo
+        log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[lo + 1]
+        log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[lo + 1]
+        return np.exp(log_g).astype(np.float32), np.exp(log_ig).astype(np.float32)
+
+    def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
+        """The gained latent ``(1, M, H/16, W/16)`` of ``(H, W, 3)`` uint8 pixels."""
+        x = pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)
+        for i, (w, b, k) in enumerate(self.g_a):
+            x = conv2d(x, w, b, stride=2, padding=k // 2)
+            if i < len(self.g_a_gdn):
+                x = gdn(x, *self.g_a_gdn[i], inverse=False)
+        gain, _ = self.gains(quality)
+        return (x * gain).transpose(2, 0, 1)[None]
+
+    def hyper_analysis(self, y: np.ndarray) -> np.ndarray:
+        """``z`` ``(1, N, h/4, w/4)`` of a latent ``(1, M, h, w)``."""
+        x = np.ascontiguousarray(y[0].transpose(1, 2, 0), dtype=np.float32)
+        for i, (w, b, k) in enumerate(self.h_a):
+            x = conv2d(x, w, b, stride=1 if i == 0 else 2, padding=k // 2)
+            if i < len(self.h_a) - 1:
+                x = leaky_relu(x)
+        return x.transpose(2, 0, 1)[None]
+
+    def synthesis(self, y_hat: np.ndarray, quality: float) -> np.ndarray:
+        """Float pixels ``(1, 3, 16h, 16w)`` (nominally in [0, 1]) of a quantized latent."""
+        _, inv_gain = self.gains(quality)
+        x = np.ascontiguousarray(y_hat[0].transpose(1, 2, 0), dtype=np.float32) * inv_gain
+        for i, (w, b, k) in enumerate(self.g_s):
+            x = conv_transpose2d(x, w, b, stride=2, padding=k // 2, output_padding=1)
+            if i < len(self.g_s_gdn):
+                x = gdn(x, *self.g_s_gdn[i], inverse=True)
+        return (x + np.float32(0.5)).transpose(2, 0, 1)[None]
