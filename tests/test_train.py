@@ -14,6 +14,7 @@ from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
 from lcodec.models import build_model
 from lcodec.train.loop import CompiledForward, TrainConfig, jpeg_points, level_weights, train, validate
+from lcodec.train.levels import check_lambdas, retarget_levels
 from lcodec.train.widen import widen_analysis, widen_latents
 from lcodec.weights import find_entry, load_state_dict, weights_dir
 
@@ -178,6 +179,33 @@ def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(
                                            batch=2, threads=1))
     config = json.loads(torch.load(ctx, weights_only=True)["config_json"])
     assert (config["N"], config["Na"]) == (n_old, n_old + 8)
+
+
+def test_retargeted_levels_keep_trained_gains_and_extend_them_in_log_lambda():
+    model = _perturbed(build_model("hyperprior", N=8, M=8, lambdas=(0.001, 0.004, 0.016)))
+    state = model.state_dict()
+    moved = retarget_levels(state, (0.0005, 0.002, 0.004, 0.032))
+    g = state["log_gain"]
+    assert torch.allclose(moved["log_gain"][2], g[1])                 # a trained level: kept
+    assert torch.allclose(moved["log_gain"][1], (g[0] + g[1]) / 2)     # halfway in log lambda
+    assert torch.allclose(moved["log_gain"][0], g[0] - (g[1] - g[0]) / 2)  # extrapolated below
+    assert torch.allclose(moved["log_inv_gain"][3], state["log_inv_gain"][2] + (state["log_inv_gain"][2] - state["log_inv_gain"][1]) / 2)
+    assert moved["lambdas"].tolist() == pytest.approx([0.0005, 0.002, 0.004, 0.032])
+    assert torch.equal(moved["g_s.0.weight"], state["g_s.0.weight"])
+    wide = build_model("hyperprior", N=8, M=8, lambdas=(0.0005, 0.002, 0.004, 0.032))
+    wide.load_state_dict(moved)
+    with pytest.raises(ValueError, match="increasing"):
+        check_lambdas((0.01, 0.001))
+
+
+def test_train_moves_the_levels_of_the_weights_it_starts_from(photos, tmp_path, capsys):
+    lambdas = (0.0004, 0.001, 0.0025, 0.006, 0.014, 0.033, 0.077, 0.18)
+    ckpt = train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0,
+                             threads="1", compile="off", init_from="hyperprior", lambdas=lambdas))
+    assert "quality levels moved to lambdas 0.0004, 0.001" in capsys.readouterr().out
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["model"]["lambdas"].tolist() == pytest.approx(lambdas)
+    assert json.loads(saved["config_json"])["lambdas"] == pytest.approx(lambdas)
 
 
 def test_held_out_bd_rate_against_jpeg_ranks_a_trained_model_above_a_broken_one():

@@ -7,6 +7,15 @@ from .context import ContextTrainConfig, train_context
 from .loop import TrainConfig, train
 
 
+def _parse_lambdas(value: str) -> tuple[float, ...]:
+    from .levels import check_lambdas
+
+    try:
+        return check_lambdas(float(v) for v in value.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("train")
 @click.option("--data", default=TrainConfig.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=TrainConfig.run_dir, show_default=True,
@@ -20,6 +29,11 @@ from .loop import TrainConfig, train
 @click.option("--Na", "Na", default=TrainConfig.Na, show_default=True, type=int,
               help="Hidden channels of the analysis transform (encoder only; 0: same as --N). "
                    "Starting from narrower weights widens them losslessly.")
+@click.option("--lambdas", default=",".join(f"{v:g}" for v in TrainConfig.lambdas), show_default=True,
+              callback=lambda ctx, param, value: _parse_lambdas(value),
+              help="The quality levels' rate-distortion trade-offs, comma-separated, increasing "
+                   "(level 1 first). Starting from weights with other levels moves their gains "
+                   "there (interpolated in log lambda).")
 @click.option("--crop", default=TrainConfig.crop, show_default=True, type=int)
 @click.option("--batch", default=TrainConfig.batch, show_default=True, type=int)
 @click.option("--lr", default=TrainConfig.lr, show_default=True, type=float)

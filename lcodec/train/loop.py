@@ -316,6 +316,10 @@ def train(cfg: TrainConfig) -> Path:
         init = load_state_dict(resolve_weights_file(cfg.init_from))
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
             init = init["model"]
+        if "lambdas" in init and init["lambdas"].tolist() != list(model.lambdas.tolist()):
+            from .levels import retarget_levels
+            init = retarget_levels(init, cfg.lambdas)
+            print(f"quality levels moved to lambdas {', '.join(f'{v:g}' for v in cfg.lambdas)}", flush=True)
         m_init = init["g_a.6.weight"].shape[0] if "g_a.6.weight" in init else cfg.M
         na_init = init["g_a.0.weight"].shape[0] if "g_a.0.weight" in init else model.Na
         if cfg.family == "hyperprior" and m_init != cfg.M:
