@@ -238,6 +238,35 @@ def test_training_keeps_the_checkpoint_with_the_best_held_out_bd_rate(photos, tm
     assert all(torch.equal(started[k], best["model"][k]) for k in best["model"])
 
 
+def test_weight_average_follows_the_iterates_and_is_what_best_pt_holds(photos, tmp_path):
+    from lcodec.train.loop import WeightAverage
+
+    model = build_model("hyperprior", N=8, M=8)
+    avg = WeightAverage(model, 0.75)
+    before = model.g_s[0].weight.detach().clone()
+    with torch.no_grad():
+        model.g_s[0].weight += 1.0
+    avg.update(model)
+    assert torch.allclose(avg.model.g_s[0].weight, before + 0.25)
+    with pytest.raises(ValueError):
+        WeightAverage(model, 1.0)
+
+    run = tmp_path / "run"
+    cfg = dict(data=str(photos), run_dir=str(run), minutes=5.0, crop=64, batch=2, threads="1",
+               compile="off", init_from="hyperprior", validate_every=2, log_every=2, ema=0.5)
+    train(TrainConfig(**cfg, max_steps=2))
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    best = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(best[k], ck["average"][k]) for k in best)
+    assert not all(torch.equal(ck["average"][k], ck["model"][k]) for k in best)
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert "val_current" in logged[-1] and "bd_jpeg" in logged[-1]["val"]
+    # resuming keeps the average going
+    train(TrainConfig(**cfg, max_steps=3))
+    resumed = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert not torch.equal(resumed["average"]["g_s.0.weight"], ck["average"]["g_s.0.weight"])
+
+
 def test_export_keeps_another_model_as_the_default(tmp_path):
     folder = tmp_path / "weights"
     folder.mkdir()

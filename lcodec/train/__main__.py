@@ -57,6 +57,9 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--validate-every", default=TrainConfig.validate_every, show_default=True, type=int,
               help="Steps between held-out validations (bpp, PSNR, BD-rate vs JPEG); the model "
                    "with the best BD-rate so far is kept as RUN_DIR/best.pt.")
+@click.option("--ema", default=TrainConfig.ema, show_default=True, type=float,
+              help="Keep an exponential moving average of the weights with this decay (e.g. "
+                   "0.999; 0: off); validation, best.pt and --export then use the average.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest: the "
