@@ -175,7 +175,8 @@ class Codec:
         (0 when the image fits in one tile)."""
         if self.tile:
             return 0 if max(padded(width), padded(height)) <= self.tile else self.tile
-        return choose_tile_size(width, height, self.budget)
+        per_pixel = self._pipeline(self.model_name).loaded.transforms.bytes_per_pixel(encoder=True)
+        return choose_tile_size(width, height, self.budget, per_pixel)
 
     def encode(self, image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY,
                strip: bool = False) -> bytes:
@@ -228,7 +229,8 @@ class Codec:
                 f"the file was encoded with weights {h.model_name} v{h.model_version} "
                 f"#{h.model_digest.hex()}, but the installed ones are #{pipe.loaded.entry.digest.hex()}")
         out_w, out_h = (rect.width, rect.height) if rect else (h.width, h.height)
-        synthesis_tile = self.tile or choose_tile_size(out_w, out_h, self.budget)
+        synthesis_tile = self.tile or choose_tile_size(
+            out_w, out_h, self.budget, pipe.loaded.transforms.bytes_per_pixel(encoder=False))
         alpha = None
         if parsed.alpha is not None:
             alpha = metadata.unpack_alpha(parsed.alpha, h.width, h.height)

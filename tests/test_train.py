@@ -169,10 +169,13 @@ def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(
     export_checkpoint(ckpt, "hyperprior", folder=folder)
     entry = json.loads((folder / "manifest.json").read_text())["models"][0]
     assert entry["config"]["Na"] == n_old + 8
+    narrow_tile = Codec("cpu", model="hyperprior", max_memory_mb=256).tile_size(6000, 4000)
     monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
     pixels = synthetic_photo(96, 64, seed=5)
     out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 5.0))
     assert header.model_name == "hyperprior" and psnr(out, pixels) > 24
+    # the wider encoder needs more memory per pixel: smaller tiles under the same budget
+    assert 0 < Codec("cpu", max_memory_mb=256).tile_size(6000, 4000) < narrow_tile
     # a context model on top of it keeps the wider encoder
     ctx = train_context(ContextTrainConfig(init_from=str(folder / entry["file"]), data=str(photos),
                                            run_dir=str(tmp_path / "ctx"), minutes=0.0, crop=128,
