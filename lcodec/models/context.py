@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..runtime.exact import anchor_mask as runtime_anchor_mask
 from .hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
 
 CONTEXT_KERNEL = 5
@@ -36,10 +37,9 @@ def checkerboard_kernel_mask(kernel: int = CONTEXT_KERNEL) -> torch.Tensor:
 
 
 def anchor_mask(height: int, width: int) -> torch.Tensor:
-    """Boolean ``(height, width)`` map of the anchor positions (``(i + j)`` even)."""
-    i = torch.arange(height).view(-1, 1)
-    j = torch.arange(width).view(1, -1)
-    return (i + j) % 2 == 0
+    """Boolean ``(height, width)`` map of the anchor positions (``(i + j)`` even), as a tensor
+    (the codec's definition: :func:`lcodec.runtime.exact.anchor_mask`)."""
+    return torch.from_numpy(runtime_anchor_mask(height, width))
 
 
 class CheckerboardContext(MeanScaleHyperprior):
