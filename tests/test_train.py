@@ -181,7 +181,7 @@ def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(
                                            run_dir=str(tmp_path / "ctx"), minutes=0.0, crop=128,
                                            batch=2, threads=1))
     config = json.loads(torch.load(ctx, weights_only=True)["config_json"])
-    assert (config["N"], config["Na"]) == (n_old, n_old + 8)
+    assert (config["N"], config["Na"]) == (shipped["g_s.0.weight"].shape[1], n_old + 8)
 
 
 def test_retargeted_levels_keep_trained_gains_and_extend_them_in_log_lambda():
@@ -277,7 +277,9 @@ def test_export_keeps_another_model_as_the_default(tmp_path):
         {"name": "hyperprior", "version": 1, "default": False},
         {"name": "context", "version": 1, "default": True}]}))
     ckpt = tmp_path / "checkpoint.pt"
-    torch.save({"model": load_state_dict(weights_dir() / find_entry("hyperprior").file), "config_json": json.dumps({"family": "hyperprior", "N": 64, "M": 96}),
+    entry = find_entry("hyperprior")
+    torch.save({"model": load_state_dict(weights_dir() / entry.file),
+                "config_json": json.dumps({"family": "hyperprior", **entry.config}),
                 "state_json": "{}"}, ckpt)
     export_checkpoint(ckpt, "hyperprior", folder=folder)
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -33,7 +33,7 @@ class TrainConfig:
     family: str = "hyperprior"
     N: int = 64
     M: int = 96
-    Na: int = 0                   # hidden channels of the analysis transform (0: same as N)
+    Na: int = 0                   # analysis width (0: the resumed or initial weights', else N)
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     crop: int = 128
     batch: int = 16
@@ -327,20 +327,28 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     keep_freed_memory()
 
-    arch = {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)}
-    if cfg.Na and cfg.Na != cfg.N:
-        arch["Na"] = cfg.Na
-    model = build_model(cfg.family, **arch)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
     ck_exists = ckpt_path.exists()
-    if ck_exists:
-        state = resume(ckpt_path, model, opt)
-    elif cfg.init_from:
+    init = None
+    if not ck_exists and cfg.init_from:
         from ..weights import load_state_dict, resolve_weights_file
         init = load_state_dict(resolve_weights_file(cfg.init_from))
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
             init = init["model"]
+    # The analysis width: --Na, else that of the checkpoint resumed or the weights started from.
+    na = cfg.Na
+    if not na and ck_exists:
+        na = json.loads(torch.load(ckpt_path, map_location="cpu", weights_only=True)["config_json"]).get("Na", 0)
+    elif not na and init is not None and "g_a.0.weight" in init:
+        na = init["g_a.0.weight"].shape[0]
+    arch = {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)}
+    if na and na != cfg.N:
+        arch["Na"] = na
+    model = build_model(cfg.family, **arch)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
+    if ck_exists:
+        state = resume(ckpt_path, model, opt)
+    elif init is not None:
         if "lambdas" in init and init["lambdas"].tolist() != list(model.lambdas.tolist()):
             from .levels import retarget_levels
             init = retarget_levels(init, cfg.lambdas)
