@@ -340,7 +340,9 @@ def _processes_marked(marker: str) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and POSIX signals")
 def test_ctrl_c_leaves_no_partial_files_and_no_workers(tmp_path):
-    make_images(tmp_path / "in", [f"{i:02d}.png" for i in range(60)], size=(96, 96))
+    # Enough work that the run is still going when the first output appears (the numpy CPU
+    # path codes a small file in a few milliseconds); it is interrupted long before the end.
+    make_images(tmp_path / "in", [f"{i:03d}.png" for i in range(400)], size=(128, 128))
     out = tmp_path / "out"
     marker = f"LCODEC_TEST_{uuid.uuid4().hex}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", marker: "1"}
@@ -355,7 +357,7 @@ def test_ctrl_c_leaves_no_partial_files_and_no_workers(tmp_path):
     assert proc.returncode == 130, err.decode()
     assert "lcodec: error: interrupted" in err.decode() and "Traceback" not in err.decode()
     written = list(out.glob("*.lc"))
-    assert 1 <= len(written) < 60
+    assert 1 <= len(written) < 400
     assert all(is_lc(p) for p in written)
     assert no_temp_files(out)
     time.sleep(0.2)
