@@ -346,8 +346,11 @@ def test_ctrl_c_leaves_no_partial_files_and_no_workers(tmp_path):
     out = tmp_path / "out"
     marker = f"LCODEC_TEST_{uuid.uuid4().hex}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", marker: "1"}
+    # A shell without job control starts background commands with SIGINT ignored, and the
+    # child would inherit that: give it the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "lcodec", "encode", str(tmp_path / "in"), "-o", str(out),
-                             "--jobs", "2"], stderr=subprocess.PIPE, env=env, cwd=ROOT)
+                             "--jobs", "2"], stderr=subprocess.PIPE, env=env, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while not list(out.glob("*.lc")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
