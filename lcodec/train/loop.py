@@ -307,11 +307,14 @@ class WeightAverage:
                 avg.copy_(cur)
 
 
-def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict | None:
-    """Load a run's checkpoint into ``model`` and ``opt``; return its state (None: no checkpoint)."""
-    if not ckpt_path.exists():
+def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+           ck: dict | None = None) -> dict | None:
+    """Load a run's checkpoint (``ck`` when already read) into ``model`` and ``opt``; return
+    its state (None: no checkpoint)."""
+    if ck is None and not ckpt_path.exists():
         return None
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if ck is None:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     state = json.loads(ck["state_json"])
@@ -327,17 +330,17 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     keep_freed_memory()
 
-    ck_exists = ckpt_path.exists()
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
     init = None
-    if not ck_exists and cfg.init_from:
+    if ck is None and cfg.init_from:
         from ..weights import load_state_dict, resolve_weights_file
         init = load_state_dict(resolve_weights_file(cfg.init_from))
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
             init = init["model"]
     # The analysis width: --Na, else that of the checkpoint resumed or the weights started from.
     na = cfg.Na
-    if not na and ck_exists:
-        na = json.loads(torch.load(ckpt_path, map_location="cpu", weights_only=True)["config_json"]).get("Na", 0)
+    if not na and ck is not None:
+        na = json.loads(ck["config_json"]).get("Na", 0)
     elif not na and init is not None and "g_a.0.weight" in init:
         na = init["g_a.0.weight"].shape[0]
     arch = {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)}
@@ -346,8 +349,8 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
-    if ck_exists:
-        state = resume(ckpt_path, model, opt)
+    if ck is not None:
+        state = resume(ckpt_path, model, opt, ck)
     elif init is not None:
         if "lambdas" in init and init["lambdas"].tolist() != list(model.lambdas.tolist()):
             from .levels import retarget_levels
@@ -370,9 +373,9 @@ def train(cfg: TrainConfig) -> Path:
             print(f"initialized from {cfg.init_from}", flush=True)
     model = model.to(memory_format=torch.channels_last).train()
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
-    if average is not None and ck_exists:  # the run's average goes on (a run without one starts it)
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if average is not None and ck is not None:  # the run's average goes on (or starts there)
         average.model.load_state_dict(ck.get("average", ck["model"]))
+    del ck
     shipped = average.model if average is not None else model  # what validation and best.pt see
 
     paths = list_images(Path(cfg.data))
