@@ -50,7 +50,7 @@ class CodecPipeline:
         else:
             from .models.device_transforms import TorchTransforms
 
-            self.transforms = TorchTransforms(loaded.model, device, *(() if dtype is None else (dtype,)))
+            self.transforms = TorchTransforms(loaded.model, device, dtype)
         self._refiner = None
         self.latents = LatentCoder(loaded)
 

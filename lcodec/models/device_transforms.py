@@ -21,10 +21,10 @@ class TorchTransforms:
     """``analysis`` / ``hyper_analysis`` / ``synthesis`` (and ``refine``) of a hyperprior-family
     torch model on ``device`` in ``dtype``."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
-        self.device, self.dtype = device, dtype
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        self.device, self.dtype = device, dtype or torch.float32
         use_all_cores()
-        self.model = copy.deepcopy(model).to(device, dtype, memory_format=torch.channels_last).eval()
+        self.model = copy.deepcopy(model).to(device, self.dtype, memory_format=torch.channels_last).eval()
         self.model.requires_grad_(False)  # refinement differentiates w.r.t. the latent only
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:

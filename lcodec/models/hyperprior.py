@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from ..runtime.transforms import between_levels
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
 from .layers import GDN, conv, deconv
 
@@ -78,13 +79,7 @@ class MeanScaleHyperprior(nn.Module):
 
     # -- quality -> gains ------------------------------------------------------------------
     def _between_levels(self, quality: float) -> tuple[int, float]:
-        """``(lo, t)``: a quality in ``[1, L]`` lies ``t`` of the way from level ``lo`` (0-based)
-        to ``lo + 1``."""
-        if not 1.0 <= quality <= self.num_levels:
-            raise ValueError(f"quality must be in [1, {self.num_levels}], got {quality}")
-        pos = quality - 1.0
-        lo = min(int(math.floor(pos)), self.num_levels - 2)
-        return lo, pos - lo
+        return between_levels(quality, self.num_levels)
 
     def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Gain and inverse gain vectors (shape ``(1, M, 1, 1)``) of a quality in ``[1, L]``."""

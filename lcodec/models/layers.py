@@ -5,8 +5,10 @@ Pure torch; no file, byte or image handling here.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+
+from ..runtime.transforms import GDN_BETA_MIN, GDN_PEDESTAL
 
 
 class GDN(nn.Module):
@@ -17,9 +19,9 @@ class GDN(nn.Module):
     roots (offset by a small pedestal) and squaring on use.
     """
 
-    _pedestal = 2.0 ** -18
+    _pedestal = GDN_PEDESTAL
 
-    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6,
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = GDN_BETA_MIN,
                  gamma_init: float = 0.1) -> None:
         super().__init__()
         self.inverse = inverse

@@ -22,16 +22,26 @@ from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
 # analysis of a 1280x1280 window: 219 bytes above the baseline at 64 channels, 434 at 128).
 BYTES_PER_PIXEL_AT_64 = 320
 
-_GDN_PEDESTAL = 2.0 ** -18
-_GDN_BETA_MIN = 1e-6
+GDN_PEDESTAL = 2.0 ** -18  # GDN stores sqrt(parameter + pedestal) (lcodec.models.layers.GDN)
+GDN_BETA_MIN = 1e-6
+
+
+def between_levels(quality: float, levels: int) -> tuple[int, float]:
+    """``(lo, t)``: a quality in ``[1, levels]`` lies ``t`` of the way from level ``lo``
+    (0-based) to ``lo + 1``; fractional qualities interpolate the two levels' gains."""
+    if not 1.0 <= quality <= levels:
+        raise ValueError(f"quality must be in [1, {levels}], got {quality}")
+    pos = quality - 1.0
+    lo = min(int(math.floor(pos)), levels - 2)
+    return lo, pos - lo
 
 
 def _gdn_params(beta: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The effective GDN parameters from the stored (square-root) ones, as the torch layer
     computes them."""
-    p = np.float32(_GDN_PEDESTAL)
-    beta = np.maximum(beta, np.float32(math.sqrt(_GDN_BETA_MIN + _GDN_PEDESTAL))) ** 2 - p
-    gamma = np.maximum(gamma, np.float32(math.sqrt(_GDN_PEDESTAL))) ** 2 - p
+    p = np.float32(GDN_PEDESTAL)
+    beta = np.maximum(beta, np.float32(math.sqrt(GDN_BETA_MIN + GDN_PEDESTAL))) ** 2 - p
+    gamma = np.maximum(gamma, np.float32(math.sqrt(GDN_PEDESTAL))) ** 2 - p
     return beta.astype(np.float32), gamma.astype(np.float32)
 
 
@@ -96,11 +106,7 @@ class HyperpriorTransforms:
     def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
         """Gain and inverse gain vectors ``(M,)`` of a quality in ``[1, L]`` (geometric
         interpolation between the two neighbouring levels)."""
-        if not 1.0 <= quality <= self.num_levels:
-            raise ValueError(f"quality must be in [1, {self.num_levels}], got {quality}")
-        pos = quality - 1.0
-        lo = min(int(math.floor(pos)), self.num_levels - 2)
-        t = pos - lo
+        lo, t = between_levels(quality, self.num_levels)
         log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[lo + 1]
         log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[lo + 1]
         return np.exp(log_g).astype(np.float32), np.exp(log_ig).astype(np.float32)
