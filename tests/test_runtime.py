@@ -106,7 +106,8 @@ def test_transposed_conv_matches_torch(cin, cout, k, h, w, chunk, monkeypatch):
         ops.conv_transpose2d(x, wt, b, 2, k // 2, 0)
 
 
-@pytest.mark.parametrize("config", [{"N": 8, "M": 12}, {"N": 8, "M": 12, "Na": 16}])
+@pytest.mark.parametrize("config", [{"N": 8, "M": 12}, {"N": 8, "M": 12, "Na": 16},
+                                    {"N": 8, "M": 12, "Ns": 16}])
 @torch.no_grad()
 def test_numpy_transforms_compute_what_the_torch_model_computes(config):
     model = build_model("hyperprior", **config).double().eval()
@@ -132,6 +133,8 @@ def test_numpy_transforms_refuse_weights_of_another_shape():
     arrays = {k: v.numpy() for k, v in build_model("hyperprior", N=8, M=12).state_dict().items()}
     with pytest.raises(ValueError, match="g_a.0.weight"):
         HyperpriorTransforms(arrays, N=8, M=12, Na=16)
+    with pytest.raises(ValueError, match="g_s.0.weight"):
+        HyperpriorTransforms(arrays, N=8, M=12, Ns=16)
     del arrays["g_s.2.bias"]
     with pytest.raises(ValueError, match="missing 'g_s.2.bias'"):
         HyperpriorTransforms(arrays, N=8, M=12)

@@ -15,7 +15,7 @@ from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, pr
 from lcodec.models import build_model
 from lcodec.train.loop import CompiledForward, TrainConfig, jpeg_points, level_weights, train, validate
 from lcodec.train.levels import check_lambdas, retarget_levels
-from lcodec.train.widen import widen_analysis, widen_latents
+from lcodec.train.widen import widen_hidden, widen_latents
 from lcodec.weights import find_entry, load_state_dict, weights_dir
 
 from .conftest import psnr, synthetic_photo
@@ -131,7 +131,7 @@ def test_train_widens_the_latent_of_the_weights_it_starts_from(photos, tmp_path,
 def test_widened_analysis_computes_the_same_latents_and_leaves_the_decoder_alone():
     narrow = _perturbed(build_model("hyperprior", N=8, M=8))
     wide = _perturbed(build_model("hyperprior", N=8, M=8, Na=16), seed=1)
-    widen_analysis(narrow.state_dict(), wide)
+    widen_hidden(narrow.state_dict(), wide)
     assert wide.g_a[0].weight.shape[0] == 16 and wide.g_s[0].weight.shape[1] == 8
     for key, value in narrow.state_dict().items():
         if not key.startswith("g_a."):
@@ -145,13 +145,40 @@ def test_widened_analysis_computes_the_same_latents_and_leaves_the_decoder_alone
         assert torch.allclose(narrow.analysis(x, q), wide.analysis(x, q), rtol=1e-5, atol=1e-5)
 
 
-def test_analysis_widening_refuses_other_changes():
-    wide = build_model("hyperprior", N=8, M=8, Na=16)
-    with pytest.raises(ValueError, match="narrow"):
-        widen_analysis(wide.state_dict(), build_model("hyperprior", N=8, M=8))
+@torch.no_grad()
+def test_widened_synthesis_decodes_the_same_image_and_leaves_the_encoder_alone():
+    torch.manual_seed(0)
+    narrow = _perturbed(build_model("hyperprior", N=8, M=8, Na=12))
+    wide = _perturbed(build_model("hyperprior", N=8, M=8, Na=12, Ns=16), seed=1)
+    widen_hidden(narrow.state_dict(), wide)
+    assert wide.g_s[0].weight.shape[1] == 16 and wide.g_s[6].weight.shape[0] == 16
+    # float64: the random weights make the inverse GDNs amplify float32 rounding differences
+    # between convolution kernels of different widths beyond any useful tolerance
+    narrow, wide = narrow.double(), wide.double()
+    for key, value in narrow.state_dict().items():
+        if not key.startswith("g_s."):
+            assert torch.equal(value, wide.state_dict()[key]), key
+    gen = torch.Generator().manual_seed(2)
+    y_hat = torch.randn(1, 8, 6, 5, generator=gen, dtype=torch.float64).mul(4).round()
+    # the new hidden units carry a signal (so that they can learn) ...
+    h = wide.g_s[1](wide.g_s[0](y_hat))
+    assert h[:, 8:].abs().amax() > 1e-3
+    # ... but the pixels do not see them yet
+    for q in (1.0, 4.5, 8.0):
+        assert torch.allclose(narrow.synthesis(y_hat, q), wide.synthesis(y_hat, q), rtol=1e-9, atol=1e-9)
+    # both transforms at once
+    both = _perturbed(build_model("hyperprior", N=8, M=8, Na=16, Ns=16), seed=3)
+    widen_hidden(build_model("hyperprior", N=8, M=8).state_dict(), both)
+
+
+def test_hidden_widening_refuses_other_changes():
+    for wider in ({"Na": 16}, {"Ns": 16}):
+        wide = build_model("hyperprior", N=8, M=8, **wider)
+        with pytest.raises(ValueError, match="narrow"):
+            widen_hidden(wide.state_dict(), build_model("hyperprior", N=8, M=8))
     with pytest.raises(ValueError, match="differs in shape"):
-        widen_analysis(build_model("hyperprior", N=8, M=8).state_dict(),
-                       build_model("hyperprior", N=16, M=8, Na=16))
+        widen_hidden(build_model("hyperprior", N=8, M=8).state_dict(),
+                     build_model("hyperprior", N=16, M=8, Na=16, Ns=16))
 
 
 def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(photos, tmp_path,

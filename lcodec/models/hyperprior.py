@@ -42,6 +42,8 @@ class MeanScaleHyperprior(nn.Module):
         Na: channels of the hidden layers of the analysis transform ``g_a`` (default ``N``).
             Only the encoder runs ``g_a``, so a wider analysis costs encode time but leaves
             decoding as it is.
+        Ns: channels of the hidden layers of the synthesis transform ``g_s`` (default ``N``).
+            Only the decoder runs ``g_s`` (and the encoder's latent refinement).
         lambdas: one rate-distortion trade-off per quality level (level ``k`` is ``-q k``).
     """
 
@@ -49,16 +51,17 @@ class MeanScaleHyperprior(nn.Module):
     downsampling = 64  # total stride from the image to z
 
     def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
-                 Na: int | None = None):
+                 Na: int | None = None, Ns: int | None = None):
         super().__init__()
         self.N, self.M = N, M
         self.Na = Na = Na or N
+        self.Ns = Ns = Ns or N
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         self.g_a = nn.Sequential(
             conv(3, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, M))
         self.g_s = nn.Sequential(
-            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
-            deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
+            deconv(M, Ns), GDN(Ns, inverse=True), deconv(Ns, Ns), GDN(Ns, inverse=True),
+            deconv(Ns, Ns), GDN(Ns, inverse=True), deconv(Ns, 3))
         self.h_a = nn.Sequential(
             conv(M, N, 3, 1), nn.LeakyReLU(inplace=True),
             conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))

@@ -50,16 +50,16 @@ class HyperpriorTransforms:
 
     Args:
         arrays: the weights (name -> array), as stored in a weights file.
-        N, M, Na: the architecture (``config`` in the manifest); extra config keys (e.g. the
+        N, M, Na, Ns: the architecture (``config`` in the manifest); extra config keys (e.g. the
             context family's) are accepted and ignored.
 
     Raises ``ValueError`` when an expected array is missing or has the wrong shape.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
-                 **_other) -> None:
-        Na = Na or N
-        self.N, self.M, self.Na = N, M, Na
+                 Ns: int | None = None, **_other) -> None:
+        Na, Ns = Na or N, Ns or N
+        self.N, self.M, self.Na, self.Ns = N, M, Na, Ns
         self._arrays = arrays
 
         def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -83,8 +83,8 @@ class HyperpriorTransforms:
 
         self.g_a = conv_layers("g_a", [(0, (3, Na, 5)), (2, (Na, Na, 5)), (4, (Na, Na, 5)), (6, (Na, M, 5))], False)
         self.g_a_gdn = gdn_layers("g_a", (1, 3, 5), Na)
-        self.g_s = conv_layers("g_s", [(0, (M, N, 5)), (2, (N, N, 5)), (4, (N, N, 5)), (6, (N, 3, 5))], True)
-        self.g_s_gdn = gdn_layers("g_s", (1, 3, 5), N)
+        self.g_s = conv_layers("g_s", [(0, (M, Ns, 5)), (2, (Ns, Ns, 5)), (4, (Ns, Ns, 5)), (6, (Ns, 3, 5))], True)
+        self.g_s_gdn = gdn_layers("g_s", (1, 3, 5), Ns)
         self.h_a = conv_layers("h_a", [(0, (M, N, 3)), (2, (N, N, 5)), (4, (N, N, 5))], False)
         lambdas = np.asarray(arrays.get("lambdas", np.zeros(0)))
         levels = len(lambdas)
@@ -95,8 +95,8 @@ class HyperpriorTransforms:
 
     def bytes_per_pixel(self, encoder: bool) -> int:
         """Peak working memory per pixel of a window: of the analysis (``encoder``), which
-        has ``Na`` hidden channels, or of the synthesis (``N``)."""
-        width = max(self.Na, self.N) if encoder else self.N
+        has ``Na`` hidden channels, or of the synthesis (``Ns``)."""
+        width = max(self.Na, self.N) if encoder else max(self.Ns, self.N)
         return BYTES_PER_PIXEL_AT_64 * width // 64
 
     @property

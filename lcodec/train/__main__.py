@@ -30,6 +30,10 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
               help="Hidden channels of the analysis transform (encoder only; 0: those of the "
                    "checkpoint resumed or the weights started from, else --N). Starting from "
                    "narrower weights widens them losslessly.")
+@click.option("--Ns", "Ns", default=TrainConfig.Ns, show_default=True, type=int,
+              help="Hidden channels of the synthesis transform (decoder; 0: those of the "
+                   "checkpoint resumed or the weights started from, else --N). Starting from "
+                   "narrower weights widens them losslessly.")
 @click.option("--lambdas", default=",".join(f"{v:g}" for v in TrainConfig.lambdas), show_default=True,
               callback=lambda ctx, param, value: _parse_lambdas(value),
               help="The quality levels' rate-distortion trade-offs, comma-separated, increasing "

@@ -137,14 +137,17 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     ckpt_path = run_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
     base = load_state_dict(init)
-    # ConvTranspose2d weights are (in, out, k, k): g_s.0 maps M latent channels to N.
-    N, M = base["g_s.0.weight"].shape[1], base["g_s.0.weight"].shape[0]
-    Na = base["g_a.0.weight"].shape[0]
+    # h_a.0 is a Conv2d (out, in, k, k) from M latent channels to N; g_a.0 a Conv2d to Na;
+    # g_s.0 a ConvTranspose2d (in, out, k, k) to Ns.
+    N, M = base["h_a.0.weight"].shape[:2]
+    Na, Ns = base["g_a.0.weight"].shape[0], base["g_s.0.weight"].shape[1]
     lambdas = tuple(float(v) for v in base["lambdas"])
     config = {"family": "context", "N": N, "M": M, "lambdas": list(lambdas),
               "context_channels": cfg.context_channels, "hidden": cfg.hidden}
     if Na != N:
         config["Na"] = Na
+    if Ns != N:
+        config["Ns"] = Ns
     if cfg.scale_floor is not None:
         config["scale_floor"] = cfg.scale_floor
     model = build_model(**config)

@@ -34,6 +34,7 @@ class TrainConfig:
     N: int = 64
     M: int = 96
     Na: int = 0                   # analysis width (0: the resumed or initial weights', else N)
+    Ns: int = 0                   # synthesis width (0: the resumed or initial weights', else N)
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     crop: int = 128
     batch: int = 16
@@ -337,15 +338,16 @@ def train(cfg: TrainConfig) -> Path:
         init = load_state_dict(resolve_weights_file(cfg.init_from))
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
             init = init["model"]
-    # The analysis width: --Na, else that of the checkpoint resumed or the weights started from.
-    na = cfg.Na
-    if not na and ck is not None:
-        na = json.loads(ck["config_json"]).get("Na", 0)
-    elif not na and init is not None and "g_a.0.weight" in init:
-        na = init["g_a.0.weight"].shape[0]
+    # The analysis / synthesis widths: --Na / --Ns, else those of the checkpoint resumed or the
+    # weights started from (ConvTranspose2d weights are (in, out, k, k)).
     arch = {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)}
-    if na and na != cfg.N:
-        arch["Na"] = na
+    for key, width, first, axis in (("Na", cfg.Na, "g_a.0.weight", 0), ("Ns", cfg.Ns, "g_s.0.weight", 1)):
+        if not width and ck is not None:
+            width = json.loads(ck["config_json"]).get(key, 0)
+        elif not width and init is not None and first in init:
+            width = init[first].shape[axis]
+        if width and width != cfg.N:
+            arch[key] = width
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
@@ -357,17 +359,20 @@ def train(cfg: TrainConfig) -> Path:
             init = retarget_levels(init, cfg.lambdas)
             print(f"quality levels moved to lambdas {', '.join(f'{v:g}' for v in cfg.lambdas)}", flush=True)
         m_init = init["g_a.6.weight"].shape[0] if "g_a.6.weight" in init else cfg.M
-        na_init = init["g_a.0.weight"].shape[0] if "g_a.0.weight" in init else model.Na
+        hidden_init = tuple(init[k].shape[a] if k in init else w for k, a, w in
+                            (("g_a.0.weight", 0, model.Na), ("g_s.0.weight", 1, model.Ns)))
         if cfg.family == "hyperprior" and m_init != cfg.M:
             from .widen import widen_latents
             widen_latents(init, model)
             print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
                   f"M={cfg.M}", flush=True)
-        elif cfg.family == "hyperprior" and na_init != model.Na:
-            from .widen import widen_analysis
-            widen_analysis(init, model)
-            print(f"initialized from {cfg.init_from}, analysis widened from {na_init} to "
-                  f"{model.Na} channels", flush=True)
+        elif cfg.family == "hyperprior" and hidden_init != (model.Na, model.Ns):
+            from .widen import widen_hidden
+            widen_hidden(init, model)
+            for name, was, now in zip(("analysis", "synthesis"), hidden_init, (model.Na, model.Ns)):
+                if was != now:
+                    print(f"initialized from {cfg.init_from}, {name} widened from {was} to "
+                          f"{now} channels", flush=True)
         else:
             model.load_state_dict(init)
             print(f"initialized from {cfg.init_from}", flush=True)

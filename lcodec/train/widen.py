@@ -1,9 +1,13 @@
-"""Start a wider model from trained weights, losslessly: more latent channels, or a wider encoder.
+"""Start a wider model from trained weights, losslessly: more latent channels, or a wider
+encoder or decoder.
 
 The shipped hyperprior's high-rate end is capped by its transforms, not by its bits: with the
 latents left unquantized, hyperprior v2 reconstructs the held-out crops at 27.95 dB, and at
-``-q 8`` it already reaches 27.87 dB. The latent ``y`` (``M`` channels at 1/16 of the
-resolution) is the narrowest point of the network, so it is the first thing to widen.
+``-q 8`` it already reaches 27.87 dB. What each widening brought is measured in
+docs/model-card.md.
+
+:func:`widen_hidden` widens the hidden layers of the analysis (``Na``) or synthesis (``Ns``)
+transform without changing what the model computes.
 
 :func:`widen_latents` copies a ``M``-channel hyperprior into a model with ``M' > M`` channels
 such that the wider model codes every image exactly as before: the new analysis filters start
@@ -27,6 +31,9 @@ from ..models.layers import GDN
 # The analysis transform ``g_a``: conv, GDN, conv, GDN, conv, GDN, conv (to the latent).
 _ANALYSIS_CONVS = ("g_a.0", "g_a.2", "g_a.4", "g_a.6")
 _ANALYSIS_GDNS = ("g_a.1", "g_a.3", "g_a.5")
+# The synthesis transform ``g_s``: deconv, IGDN, deconv, IGDN, deconv, IGDN, deconv (to pixels).
+_SYNTHESIS_CONVS = ("g_s.0", "g_s.2", "g_s.4", "g_s.6")
+_SYNTHESIS_GDNS = ("g_s.1", "g_s.3", "g_s.5")
 
 
 def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -92,22 +99,24 @@ def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     model.load_state_dict(out)
 
 
-def widen_analysis(old: dict[str, torch.Tensor], model: nn.Module) -> None:
+def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     """Load the hyperprior state dict ``old`` into ``model``, whose analysis transform ``g_a``
-    has wider hidden layers (a larger ``Na``); everything else must match.
+    and/or synthesis transform ``g_s`` have wider hidden layers (a larger ``Na`` / ``Ns``);
+    everything else must match.
 
-    The widened model computes exactly the same latents at first: each new hidden unit keeps
+    The widened model computes exactly the same function at first: each new hidden unit keeps
     its random input filters (so it carries a signal and gradients from the first step), but
     leaves through zero weights into the next layer's old units, and the old GDN units give
-    it zero weight in their normalization pools. The decoder is untouched, so the widening
-    changes encoding cost only. Raises ``ValueError`` if ``model`` is narrower or differs in
-    anything but ``g_a``'s hidden width.
+    it zero weight in their normalization pools. Widening the analysis changes encoding cost
+    only; widening the synthesis changes decoding cost. Raises ``ValueError`` if ``model`` is
+    narrower or differs in anything but those hidden widths.
     """
     new = model.state_dict()
-    n_old = old["g_a.0.weight"].shape[0]
-    n_new = new["g_a.0.weight"].shape[0]
-    if n_new < n_old:
-        raise ValueError(f"cannot narrow the analysis transform from {n_old} to {n_new} channels")
+    for convs, first in ((_ANALYSIS_CONVS, "g_a.0.weight"), (_SYNTHESIS_CONVS, "g_s.0.weight")):
+        axis = 1 if first.startswith("g_s") else 0        # ConvTranspose2d: (in, out, k, k)
+        n_old, n_new = old[first].shape[axis], new[first].shape[axis]
+        if n_new < n_old:
+            raise ValueError(f"cannot narrow {first.split('.')[0]} from {n_old} to {n_new} channels")
     zero_gamma = GDN._pedestal ** 0.5             # stored square root of a zero gamma entry
     out: dict[str, torch.Tensor] = {}
     for key, target in new.items():
@@ -119,15 +128,19 @@ def widen_analysis(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             out[key] = src.clone()
             continue
         t = target.clone()
-        if layer in _ANALYSIS_CONVS and kind == "weight":   # Conv2d: (out, in, k, k)
-            o, i = src.shape[:2]
-            t[:o, :i] = src
-            t[:o, i:] = 0                       # the new units do not reach the old ones
-        elif layer in _ANALYSIS_CONVS and kind == "bias":
+        if layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS and kind == "weight":
+            # Conv2d weights are (out, in, k, k), ConvTranspose2d ones (in, out, k, k).
+            src_oi = src if layer in _ANALYSIS_CONVS else src.transpose(0, 1)
+            t_oi = t if layer in _ANALYSIS_CONVS else t.transpose(0, 1)   # a view of t
+            o, i = src_oi.shape[:2]
+            t_oi[:o, :i] = src_oi
+            t_oi[:o, i:] = 0                    # the new units do not reach the old ones
+        elif layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS and kind == "bias":
             t[:src.shape[0]] = src
-        elif layer in _ANALYSIS_GDNS and kind == "beta":
-            t[:n_old] = src
-        elif layer in _ANALYSIS_GDNS and kind == "gamma":
+        elif layer in _ANALYSIS_GDNS + _SYNTHESIS_GDNS and kind == "beta":
+            t[:src.shape[0]] = src
+        elif layer in _ANALYSIS_GDNS + _SYNTHESIS_GDNS and kind == "gamma":
+            n_old = src.shape[0]
             t[:n_old, :] = zero_gamma               # old units: nothing from the new ones
             t[:n_old, :n_old] = src
         else:
