@@ -45,6 +45,9 @@ def test_level_weights_equalize_levels_whose_losses_differ_in_scale():
     weighted = per_item * w
     assert torch.allclose(weighted[:2], weighted[2:])
     assert torch.equal(level_weights(level, per_item, {}, "none"), torch.ones(4))
+    # sqrt: halfway in log scale, the level with the larger loss still weighs 10x more
+    weighted = per_item * level_weights(level, per_item, {}, "sqrt")
+    assert torch.allclose(weighted[2:] / weighted[:2], torch.tensor(10.0))
     with pytest.raises(ValueError):
         level_weights(level, per_item, {}, "sideways")
 

@@ -56,9 +56,10 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--init-from", default=None, help="Start a fresh run from these weights: a weights .pt file, a training "
                    "checkpoint (e.g. another run's best.pt), or a model name in the manifest (its newest "
                    "version). Ignored when the run directory has a checkpoint.")
-@click.option("--level-weighting", type=click.Choice(["none", "normalized"]),
+@click.option("--level-weighting", type=click.Choice(["none", "normalized", "sqrt"]),
               default=TrainConfig.level_weighting, show_default=True,
-              help="'normalized' divides each quality level's loss by its running mean.")
+              help="'normalized' divides each quality level's loss by its running mean; 'sqrt' "
+                   "by the square root of it.")
 @click.option("--validate-every", default=TrainConfig.validate_every, show_default=True, type=int,
               help="Steps between held-out validations (bpp, PSNR, BD-rate vs JPEG); the model "
                    "with the best BD-rate so far is kept as RUN_DIR/best.pt.")

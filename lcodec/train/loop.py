@@ -53,7 +53,7 @@ class TrainConfig:
     init_from: str | None = None  # shipped weights to start from: a .pt file or a manifest name
     seed: int = 0
     bf16: str = "auto"           # "auto" (if the CPU has native bf16), "on", "off"
-    level_weighting: str = "none"  # "none" or "normalized" (see level_weights)
+    level_weighting: str = "none"  # "none", "normalized" or "sqrt" (see level_weights)
     compile: str = "auto"        # torch.compile the training forward: "auto" (fall back), "on", "off"
     extra: dict = field(default_factory=dict)
 
@@ -212,11 +212,12 @@ def level_weights(level: torch.Tensor, per_item: torch.Tensor, state: dict, mode
     ``none``: 1. ``normalized``: divide each item's loss by its level's running mean loss
     (times the mean over levels), so that every level's relative improvement counts the same.
     Without it, the high-lambda levels' distortion terms (100x larger at the top level than at
-    the bottom one) dominate the shared transforms' gradients.
+    the bottom one) dominate the shared transforms' gradients. ``sqrt``: the square root of
+    the ``normalized`` weight, halfway between the two (in log scale).
     """
     if mode == "none":
         return torch.ones_like(per_item)
-    if mode != "normalized":
+    if mode not in ("normalized", "sqrt"):
         raise ValueError(f"unknown level weighting {mode!r}")
     ema = state.setdefault("level_loss_ema", [0.0] * 64)
     for k in level.unique().tolist():
@@ -224,7 +225,8 @@ def level_weights(level: torch.Tensor, per_item: torch.Tensor, state: dict, mode
         ema[k] = v if ema[k] == 0 else 0.99 * ema[k] + 0.01 * v
     seen = [e for e in ema if e > 0]
     mean = sum(seen) / len(seen)
-    return torch.tensor([mean / ema[k] for k in level.tolist()], dtype=per_item.dtype)
+    power = 1.0 if mode == "normalized" else 0.5
+    return torch.tensor([(mean / ema[k]) ** power for k in level.tolist()], dtype=per_item.dtype)
 
 
 def rd_terms(out: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
