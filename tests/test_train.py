@@ -15,6 +15,7 @@ from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, pr
 from lcodec.models import build_model
 from lcodec.train.loop import CompiledForward, TrainConfig, jpeg_points, level_weights, train, validate
 from lcodec.train.levels import check_lambdas, retarget_levels
+from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.widen import widen_hidden, widen_latents
 from lcodec.weights import find_entry, load_state_dict, weights_dir
 
@@ -396,3 +397,20 @@ def test_probe_reports_every_level_and_bd_rates(tmp_path):
     curves = classical_curves(cache)
     assert list(curves) == ["jpeg"]
     assert np.allclose(curves["jpeg"], [(0.35, 27.0), (0.85, 31.0), (2.05, 37.0)])
+
+
+def test_pca_ceiling_counts_the_variance_the_kept_components_leave_out():
+    gen = np.random.default_rng(0)
+    # rows in a 2-dimensional subspace: two components reconstruct them, one does not
+    basis = gen.standard_normal((2, 768))
+    x = 0.5 + 0.01 * gen.standard_normal((500, 2)) @ basis
+    got = pca_psnr(x, [1, 2, 3])
+    assert got[2] > 100 and got[3] > 100 and got[1] < 60
+    # the dropped variance is the MSE: one component of two equal ones leaves half
+    x = np.zeros((4, 768))
+    x[[0, 1], 0], x[[2, 3], 1] = (0.1, -0.1), (0.1, -0.1)
+    assert abs(pca_psnr(x, [1])[1] - 10 * np.log10(768 / (4 * 0.01 / 4 / 2))) < 1e-6
+    # blocks: whole 16x16 blocks only, 768 values each, scaled to [0, 1]
+    image = np.full((40, 50, 3), 255, np.uint8)
+    b = blocks([image])
+    assert b.shape == (2 * 3, 768) and np.all(b == 1.0)
