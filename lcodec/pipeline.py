@@ -214,6 +214,7 @@ class CodecPipeline:
             x = self.transforms.synthesis(y_hat[None, :, win.y0:win.y1, win.x0:win.x1], quality)
             ox, oy = out.x0 - win.x0 * LATENT_STRIDE, out.y0 - win.y0 * LATENT_STRIDE
             x = x[0, :, oy:oy + out.height, ox:ox + out.width]
+            x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)  # see synthesis: bad latents
             pix = np.rint(np.clip(x, 0, 1) * x.dtype.type(255)).astype(np.uint8).transpose(1, 2, 0)
             result[out.y0 - region.y0:out.y1 - region.y0, out.x0 - region.x0:out.x1 - region.x0] = pix
         return result

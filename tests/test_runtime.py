@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -173,3 +174,16 @@ def test_cpu_encode_and_decode_never_import_torch(tmp_path):
         pytest.skip("with an NVIDIA driver, --device auto asks torch for CUDA")
     assert r.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "b.png").exists()
+
+
+def test_synthesis_of_a_latent_no_encoder_writes_overflows_silently():
+    """A damaged stream that still parses can carry huge latents; the inverse GDNs then
+    overflow float32. That must not print warnings (the decoder turns the result into pixels)."""
+    model = build_model("hyperprior", N=8, M=12)
+    arrays = {k: v.numpy() for k, v in model.state_dict().items()}
+    t = HyperpriorTransforms(arrays, N=8, M=12)
+    y_hat = np.full((1, 12, 2, 3), 1e30, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = t.synthesis(y_hat, 8.0)
+    assert x.shape == (1, 3, 32, 48) and not np.isfinite(x).all()

@@ -212,7 +212,8 @@ def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(
                                            run_dir=str(tmp_path / "ctx"), minutes=0.0, crop=128,
                                            batch=2, threads=1))
     config = json.loads(torch.load(ctx, weights_only=True)["config_json"])
-    assert (config["N"], config["Na"]) == (shipped["g_s.0.weight"].shape[1], n_old + 8)
+    assert (config["N"], config["Na"], config.get("Ns", config["N"])) == (
+        shipped["h_a.0.weight"].shape[0], n_old + 8, shipped["g_s.0.weight"].shape[1])
 
 
 def test_retargeted_levels_keep_trained_gains_and_extend_them_in_log_lambda():

@@ -131,11 +131,17 @@ class HyperpriorTransforms:
         return x.transpose(2, 0, 1)[None]
 
     def synthesis(self, y_hat: np.ndarray, quality: float) -> np.ndarray:
-        """Float pixels ``(1, 3, 16h, 16w)`` (nominally in [0, 1]) of a quantized latent."""
+        """Float pixels ``(1, 3, 16h, 16w)`` (nominally in [0, 1]) of a quantized latent.
+
+        A latent no encoder would write (a damaged or crafted stream that still parses) can
+        overflow float32 in the inverse GDNs, which grow like the square of their input; the
+        result then holds infinities or NaNs, silently (the caller turns them into pixels).
+        """
         _, inv_gain = self.gains(quality)
         x = np.ascontiguousarray(y_hat[0].transpose(1, 2, 0), dtype=np.float32) * inv_gain
-        for i, (w, b, k) in enumerate(self.g_s):
-            x = conv_transpose2d(x, w, b, stride=2, padding=k // 2, output_padding=1)
-            if i < len(self.g_s_gdn):
-                x = gdn(x, *self.g_s_gdn[i], inverse=True)
-        return (x + np.float32(0.5)).transpose(2, 0, 1)[None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            for i, (w, b, k) in enumerate(self.g_s):
+                x = conv_transpose2d(x, w, b, stride=2, padding=k // 2, output_padding=1)
+                if i < len(self.g_s_gdn):
+                    x = gdn(x, *self.g_s_gdn[i], inverse=True)
+            return (x + np.float32(0.5)).transpose(2, 0, 1)[None]
