@@ -45,7 +45,7 @@ train: setup
 
 # The context model on top of the newest shipped hyperprior (its transforms stay frozen).
 train-context: setup
-	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context --minutes 15 --export context
+	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context --minutes 40 --export context
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out.lc demo-out.png .pytest_cache
