@@ -415,3 +415,22 @@ def test_pca_ceiling_counts_the_variance_the_kept_components_leave_out():
     image = np.full((40, 50, 3), 255, np.uint8)
     b = blocks([image])
     assert b.shape == (2 * 3, 768) and np.all(b == 1.0)
+
+
+def test_scale_bound_gradient_pulls_up_but_never_pushes_further_down():
+    from lcodec.models.entropy_models import SCALE_BOUND, gaussian_likelihood
+
+    # a latent that is always 0: a smaller scale always looks better, so the loss pushes the
+    # scale down; below the bound that no longer changes anything and must not be followed
+    raw = torch.tensor([-5.0, 0.05, 0.5], requires_grad=True)
+    bits = -gaussian_likelihood(torch.zeros(3), raw).log2().sum()
+    bits.backward()
+    assert raw.grad[0] == 0 and raw.grad[1] == 0 and raw.grad[2] > 0
+    # a large value under a small scale: the loss wants a larger scale; that pull passes below
+    # the bound too
+    raw = torch.tensor([-5.0, 0.5], requires_grad=True)
+    bits = -gaussian_likelihood(torch.full((2,), 1.0), raw).log2().sum()
+    bits.backward()
+    assert raw.grad[0] < 0 and raw.grad[1] < 0
+    assert torch.equal(gaussian_likelihood(torch.zeros(1), torch.tensor([-5.0])),
+                       gaussian_likelihood(torch.zeros(1), torch.tensor([SCALE_BOUND])))

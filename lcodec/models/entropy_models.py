@@ -19,9 +19,28 @@ LIKELIHOOD_BOUND = 1e-9
 SCALE_BOUND = 0.11
 
 
+class _LowerBound(torch.autograd.Function):
+    """``max(x, bound)``; below the bound, the gradient passes only where it pulls ``x`` up."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad * ((x >= ctx.bound) | (grad < 0)).to(grad.dtype), None
+
+
 def _lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
-    """``max(x, bound)`` whose gradient still pulls values below the bound upwards."""
-    return x + (x.clamp_min(bound) - x).detach()
+    """``max(x, bound)`` whose gradient still pulls values below the bound upwards, and never
+    pushes them further down (the value there no longer changes anything). Until 2026-11-30 the
+    gradient passed in both directions: raw scales of latents that are always 0 drifted without
+    end (hyperprior v3: down to -497; run 23's new latent channels: -122 on average), dragging
+    the hyper-synthesis' shared layers with them (docs/model-card.md, run 23)."""
+    return _LowerBound.apply(x, bound)
 
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
