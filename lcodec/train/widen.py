@@ -18,7 +18,8 @@ init: they multiply zeros, so the output does not change, but the straight-throu
 the distortion reaches the new analysis filters through them, so training can open the new
 channels where they pay for their bits. (Runs 10 and 11 started the new analysis filters at a
 tenth of their random init instead: 79% of the new latents were nonzero at ``-q 8`` from the
-first step, and the bits they took sank the held-out BD-rate; docs/model-card.md.)
+first step. Their collapse, and that of the zero-started runs 22 and 23, came from the scale
+bound's gradient, fixed in :mod:`lcodec.models.entropy_models`; docs/model-card.md, run 24.)
 """
 from __future__ import annotations
 
