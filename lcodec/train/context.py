@@ -29,6 +29,7 @@ from ..models.context import anchor_mask
 from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
 from .data import list_images, load_rgb, split_holdout
 from .loop import keep_freed_memory, resume
+from .widen import hidden_widths
 
 
 @dataclass
@@ -137,10 +138,8 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     ckpt_path = run_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
     base = load_state_dict(init)
-    # h_a.0 is a Conv2d (out, in, k, k) from M latent channels to N; g_a.0 a Conv2d to Na;
-    # g_s.0 a ConvTranspose2d (in, out, k, k) to Ns.
-    N, M = base["h_a.0.weight"].shape[:2]
-    Na, Ns = base["g_a.0.weight"].shape[0], base["g_s.0.weight"].shape[1]
+    N, M = base["h_a.0.weight"].shape[:2]  # a Conv2d (out, in, k, k) from M channels to N
+    Na, Ns = hidden_widths(base)
     lambdas = tuple(float(v) for v in base["lambdas"])
     config = {"family": "context", "N": N, "M": M, "lambdas": list(lambdas),
               "context_channels": cfg.context_channels, "hidden": cfg.hidden}

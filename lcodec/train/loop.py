@@ -24,6 +24,7 @@ import torch
 
 from ..models import DEFAULT_LAMBDAS, build_model
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
+from .widen import hidden_widths
 
 
 @dataclass
@@ -341,13 +342,15 @@ def train(cfg: TrainConfig) -> Path:
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
             init = init["model"]
     # The analysis / synthesis widths: --Na / --Ns, else those of the checkpoint resumed or the
-    # weights started from (ConvTranspose2d weights are (in, out, k, k)).
+    # weights started from.
+    init_widths = hidden_widths(init) if init is not None else None
+    resumed = json.loads(ck["config_json"]) if ck is not None else {}
     arch = {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)}
-    for key, width, first, axis in (("Na", cfg.Na, "g_a.0.weight", 0), ("Ns", cfg.Ns, "g_s.0.weight", 1)):
+    for i, (key, width) in enumerate((("Na", cfg.Na), ("Ns", cfg.Ns))):
         if not width and ck is not None:
-            width = json.loads(ck["config_json"]).get(key, 0)
-        elif not width and init is not None and first in init:
-            width = init[first].shape[axis]
+            width = resumed.get(key, 0)
+        elif not width and init_widths is not None:
+            width = init_widths[i]
         if width and width != cfg.N:
             arch[key] = width
     model = build_model(cfg.family, **arch)
@@ -361,17 +364,15 @@ def train(cfg: TrainConfig) -> Path:
             init = retarget_levels(init, cfg.lambdas)
             print(f"quality levels moved to lambdas {', '.join(f'{v:g}' for v in cfg.lambdas)}", flush=True)
         m_init = init["g_a.6.weight"].shape[0] if "g_a.6.weight" in init else cfg.M
-        hidden_init = tuple(init[k].shape[a] if k in init else w for k, a, w in
-                            (("g_a.0.weight", 0, model.Na), ("g_s.0.weight", 1, model.Ns)))
         if cfg.family == "hyperprior" and m_init != cfg.M:
             from .widen import widen_latents
             widen_latents(init, model)
             print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
                   f"M={cfg.M}", flush=True)
-        elif cfg.family == "hyperprior" and hidden_init != (model.Na, model.Ns):
+        elif cfg.family == "hyperprior" and init_widths != (model.Na, model.Ns):
             from .widen import widen_hidden
             widen_hidden(init, model)
-            for name, was, now in zip(("analysis", "synthesis"), hidden_init, (model.Na, model.Ns)):
+            for name, was, now in zip(("analysis", "synthesis"), init_widths, (model.Na, model.Ns)):
                 if was != now:
                     print(f"initialized from {cfg.init_from}, {name} widened from {was} to "
                           f"{now} channels", flush=True)

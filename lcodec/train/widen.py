@@ -37,6 +37,13 @@ _SYNTHESIS_CONVS = ("g_s.0", "g_s.2", "g_s.4", "g_s.6")
 _SYNTHESIS_GDNS = ("g_s.1", "g_s.3", "g_s.5")
 
 
+def hidden_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """``(Na, Ns)``: the hidden widths of the analysis and synthesis transforms of a
+    hyperprior-family state dict (Conv2d weights are (out, in, k, k), ConvTranspose2d ones
+    (in, out, k, k))."""
+    return state["g_a.0.weight"].shape[0], state["g_s.0.weight"].shape[1]
+
+
 def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     """Load the hyperprior state dict ``old`` into ``model``, a hyperprior with a larger ``M``.
 
@@ -113,11 +120,9 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     narrower or differs in anything but those hidden widths.
     """
     new = model.state_dict()
-    for convs, first in ((_ANALYSIS_CONVS, "g_a.0.weight"), (_SYNTHESIS_CONVS, "g_s.0.weight")):
-        axis = 1 if first.startswith("g_s") else 0        # ConvTranspose2d: (in, out, k, k)
-        n_old, n_new = old[first].shape[axis], new[first].shape[axis]
+    for name, n_old, n_new in zip(("g_a", "g_s"), hidden_widths(old), hidden_widths(new)):
         if n_new < n_old:
-            raise ValueError(f"cannot narrow {first.split('.')[0]} from {n_old} to {n_new} channels")
+            raise ValueError(f"cannot narrow {name} from {n_old} to {n_new} channels")
     zero_gamma = GDN._pedestal ** 0.5             # stored square root of a zero gamma entry
     out: dict[str, torch.Tensor] = {}
     for key, target in new.items():
