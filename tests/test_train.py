@@ -13,7 +13,8 @@ from lcodec.train.context import ContextTrainConfig, train_context
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
 from lcodec.models import build_model
-from lcodec.train.loop import CompiledForward, TrainConfig, jpeg_points, level_weights, train, validate
+from lcodec.train.loop import (DEFAULT_M, CompiledForward, TrainConfig, jpeg_points, level_weights, train,
+                               validate)
 from lcodec.train.levels import check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.widen import widen_hidden, widen_latents
@@ -129,6 +130,20 @@ def test_train_widens_the_latent_of_the_weights_it_starts_from(photos, tmp_path,
     trained = torch.load(ckpt, weights_only=True)["model"]
     assert trained["g_a.6.weight"].shape[0] == m_old + 16
     assert torch.equal(trained["g_a.6.weight"][:m_old], shipped["g_a.6.weight"])
+
+
+def test_train_keeps_the_latent_width_of_its_weights_when_M_is_not_given(photos, tmp_path):
+    start = tmp_path / "narrow.pt"
+    torch.save(build_model("hyperprior", N=8, M=12).state_dict(), start)
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, threads="1",
+               compile="off", N=8)
+    for resumed in (False, True):  # started from the weights, then resumed from its checkpoint
+        ckpt = train(TrainConfig(**cfg, init_from=None if resumed else str(start)))
+        saved = torch.load(ckpt, weights_only=True)
+        assert saved["model"]["g_a.6.weight"].shape[0] == 12
+        assert json.loads(saved["config_json"])["M"] == 12
+    fresh = train(TrainConfig(**{**cfg, "run_dir": str(tmp_path / "fresh")}))
+    assert json.loads(torch.load(fresh, weights_only=True)["config_json"])["M"] == DEFAULT_M
 
 
 @torch.no_grad()

@@ -26,6 +26,8 @@ from ..models import DEFAULT_LAMBDAS, build_model
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
 from .widen import hidden_widths
 
+DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
+
 
 @dataclass
 class TrainConfig:
@@ -33,7 +35,7 @@ class TrainConfig:
     run_dir: str = "runs/hyperprior"
     family: str = "hyperprior"
     N: int = 64
-    M: int = 96
+    M: int = 0                    # latent channels (0: the resumed or initial weights', else 96)
     Na: int = 0                   # analysis width (0: the resumed or initial weights', else N)
     Ns: int = 0                   # synthesis width (0: the resumed or initial weights', else N)
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
@@ -345,7 +347,9 @@ def train(cfg: TrainConfig) -> Path:
     # weights started from.
     init_widths = hidden_widths(init) if init is not None else None
     resumed = json.loads(ck["config_json"]) if ck is not None else {}
-    arch = {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)}
+    m_init = init["g_a.6.weight"].shape[0] if init is not None and "g_a.6.weight" in init else 0
+    latent = cfg.M or resumed.get("M") or m_init or DEFAULT_M
+    arch = {"N": cfg.N, "M": latent, "lambdas": list(cfg.lambdas)}
     for i, (key, width) in enumerate((("Na", cfg.Na), ("Ns", cfg.Ns))):
         if not width and ck is not None:
             width = resumed.get(key, 0)
@@ -363,12 +367,11 @@ def train(cfg: TrainConfig) -> Path:
             from .levels import retarget_levels
             init = retarget_levels(init, cfg.lambdas)
             print(f"quality levels moved to lambdas {', '.join(f'{v:g}' for v in cfg.lambdas)}", flush=True)
-        m_init = init["g_a.6.weight"].shape[0] if "g_a.6.weight" in init else cfg.M
-        if cfg.family == "hyperprior" and m_init != cfg.M:
+        if cfg.family == "hyperprior" and m_init and m_init != latent:
             from .widen import widen_latents
             widen_latents(init, model)
             print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
-                  f"M={cfg.M}", flush=True)
+                  f"M={latent}", flush=True)
         elif cfg.family == "hyperprior" and init_widths != (model.Na, model.Ns):
             from .widen import widen_hidden
             widen_hidden(init, model)
