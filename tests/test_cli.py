@@ -154,7 +154,7 @@ def test_tampered_weights_are_refused(tmp_path, photo_png):
     copy = tmp_path / "weights"
     shutil.copytree(weights_dir(), copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    target = copy / manifest["models"][-1]["file"]
+    target = copy / next(m["file"] for m in manifest["models"] if m.get("default"))  # what encode loads
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 1
     target.write_bytes(bytes(data))

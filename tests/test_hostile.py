@@ -433,7 +433,12 @@ def _weights_copy(tmp_path: Path) -> tuple[Path, dict, Path]:
     copy = tmp_path / "weights"
     shutil.copytree(weights_dir(), copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    return copy, manifest, copy / manifest["models"][-1]["file"]
+    return copy, manifest, copy / _default_entry(manifest)["file"]
+
+
+def _default_entry(manifest: dict) -> dict:
+    """The manifest entry that ``lcodec encode`` loads without ``--model``."""
+    return next(m for m in manifest["models"] if m.get("default"))
 
 
 class _CreatesMarker:
@@ -458,7 +463,7 @@ def test_weights_with_a_pickle_payload_are_never_unpickled(tmp_path, photo_png, 
         buf = io.BytesIO()
         torch.save(payload, buf)
         target.write_bytes(buf.getvalue())
-    manifest["models"][-1]["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
+    _default_entry(manifest)["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
     (copy / "manifest.json").write_text(json.dumps(manifest))
     proc = lcodec_process("encode", photo_png, tmp_path / "x.lc", env={"LCODEC_WEIGHTS_DIR": str(copy)})
     assert not marker.exists(), "unpickling ran code from the weights file"

@@ -18,7 +18,7 @@ from lcodec.train.loop import (DEFAULT_M, CompiledForward, TrainConfig, jpeg_poi
 from lcodec.train.levels import check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.widen import widen_hidden, widen_latents
-from lcodec.weights import find_entry, load_state_dict, weights_dir
+from lcodec.weights import find_entry, load_state_dict, read_manifest, weights_dir
 
 from .conftest import psnr, synthetic_photo
 
@@ -358,7 +358,10 @@ def test_train_resume_and_export(photos, tmp_path, monkeypatch):
 
 
 def test_train_context_can_start_from_shipped_context_networks(photos, tmp_path):
-    hp, ctx = find_entry("hyperprior"), find_entry("context")
+    ctx = find_entry("context")
+    # the newest hyperprior with the shipped context's latent width (its own transforms' shape)
+    hp = max((e for e in read_manifest() if e.family == "hyperprior" and e.config["M"] == ctx.config["M"]),
+             key=lambda e: e.version)
     cfg = dict(init_from=str(weights_dir() / hp.file), data=str(photos), minutes=0.0, crop=128,
                batch=2, threads=1)
     warm = torch.load(train_context(ContextTrainConfig(**cfg, run_dir=str(tmp_path / "warm"),
