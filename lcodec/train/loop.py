@@ -24,7 +24,7 @@ import torch
 
 from ..models import DEFAULT_LAMBDAS, build_model
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
-from .widen import hidden_widths
+from .widen import hidden_widths, latent_width
 
 DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
 
@@ -347,7 +347,7 @@ def train(cfg: TrainConfig) -> Path:
     # weights started from.
     init_widths = hidden_widths(init) if init is not None else None
     resumed = json.loads(ck["config_json"]) if ck is not None else {}
-    m_init = init["g_a.6.weight"].shape[0] if init is not None and "g_a.6.weight" in init else 0
+    m_init = latent_width(init) if init is not None and "g_a.6.weight" in init else 0
     latent = cfg.M or resumed.get("M") or m_init or DEFAULT_M
     arch = {"N": cfg.N, "M": latent, "lambdas": list(cfg.lambdas)}
     for i, (key, width) in enumerate((("Na", cfg.Na), ("Ns", cfg.Ns))):

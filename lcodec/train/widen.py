@@ -44,6 +44,12 @@ def hidden_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
     return state["g_a.0.weight"].shape[0], state["g_s.0.weight"].shape[1]
 
 
+def latent_width(state: dict[str, torch.Tensor]) -> int:
+    """``M``: the latent channels of a hyperprior-family state dict (its analysis' last Conv2d,
+    (out, in, k, k))."""
+    return state["g_a.6.weight"].shape[0]
+
+
 def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     """Load the hyperprior state dict ``old`` into ``model``, a hyperprior with a larger ``M``.
 
@@ -53,8 +59,7 @@ def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     anything but ``M``.
     """
     new = model.state_dict()
-    m_old = old["g_a.6.weight"].shape[0]
-    m_new = new["g_a.6.weight"].shape[0]
+    m_old, m_new = latent_width(old), latent_width(new)
     if m_new < m_old:
         raise ValueError(f"cannot narrow the latent from {m_old} to {m_new} channels")
     h_old = m_old * 3 // 2
