@@ -17,7 +17,8 @@ from lcodec.train.loop import (DEFAULT_M, CompiledForward, TrainConfig, jpeg_poi
                                validate)
 from lcodec.train.levels import check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
-from lcodec.train.widen import widen_hidden, widen_latents
+from lcodec.train.narrow import channel_activity, narrow_latents
+from lcodec.train.widen import hyper_widths, widen_hidden, widen_latents
 from lcodec.weights import find_entry, load_state_dict, read_manifest, weights_dir
 
 from .conftest import psnr, synthetic_photo
@@ -144,6 +145,66 @@ def test_train_keeps_the_latent_width_of_its_weights_when_M_is_not_given(photos,
         assert json.loads(saved["config_json"])["M"] == 12
     fresh = train(TrainConfig(**{**cfg, "run_dir": str(tmp_path / "fresh")}))
     assert json.loads(torch.load(fresh, weights_only=True)["config_json"])["M"] == DEFAULT_M
+
+
+def _with_dead_channels(M: int, dead: list[int]) -> torch.nn.Module:
+    """A trained-looking hyperprior whose ``dead`` latent channels are always 0 with mean 0."""
+    model = _perturbed(build_model("hyperprior", N=8, M=M))
+    with torch.no_grad():
+        model.g_a[6].weight[dead] = 0
+        model.g_a[6].bias[dead] = 0
+        model.h_s[4].weight[[M + c for c in dead]] = 0  # their means
+        model.h_s[4].bias[[M + c for c in dead]] = 0
+    return model
+
+
+@torch.no_grad()
+def test_narrowed_latent_computes_the_same_codec_and_keeps_the_hyper_synthesis():
+    wide = _with_dead_channels(16, dead=[1, 4, 5, 9, 10, 11, 14, 15])
+    keep = [0, 2, 3, 6, 7, 8, 12, 13]
+    narrow = build_model("hyperprior", N=8, M=8, hyper_hidden=hyper_widths(wide.state_dict())).eval()
+    narrow.load_state_dict(narrow_latents(wide.state_dict(), keep))
+    assert narrow.hyper_hidden == (16, 24) and hyper_widths(narrow.state_dict()) == (16, 24)
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    for q in (1.0, 4.5, 8.0):
+        y_w, y_n = wide.analysis(x, q), narrow.analysis(x, q)
+        assert torch.equal(y_n, y_w[:, keep])
+        z = torch.round(wide.hyper_analysis(y_w))
+        assert torch.allclose(z, torch.round(narrow.hyper_analysis(y_n)))
+        m_w, s_w = wide.hyper_synthesis(z)
+        m_n, s_n = narrow.hyper_synthesis(z)
+        assert torch.equal(m_n, m_w[:, keep]) and torch.equal(s_n, s_w[:, keep])
+        x_w = wide.synthesis(torch.round(y_w - m_w) + m_w, q)
+        x_n = narrow.synthesis(torch.round(y_n - m_n) + m_n, q)
+        assert torch.allclose(x_n, x_w, atol=1e-5)
+    activity = channel_activity(wide, [(x[0].permute(1, 2, 0) * 255).round().to(torch.uint8)])
+    assert torch.all(activity[keep] > 0) and torch.all(activity[[1, 4, 5, 9, 10, 11, 14, 15]] == 0)
+    for bad in ([], [0, 0], [16]):
+        with pytest.raises(ValueError, match="distinct latent channels"):
+            narrow_latents(wide.state_dict(), bad)
+
+
+def test_train_narrows_the_latent_to_the_channels_used_and_the_codec_runs_it(photos, tmp_path,
+                                                                              capsys, monkeypatch):
+    dead = list(range(1, 16, 2))
+    start = tmp_path / "wide.pt"
+    torch.save(_with_dead_channels(16, dead).state_dict(), start)
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, threads="1",
+               compile="off", N=8)
+    ckpt = train(TrainConfig(**cfg, init_from=str(start), M=8))
+    assert "narrowed from M=16 to M=8" in capsys.readouterr().out
+    saved = torch.load(ckpt, weights_only=True)
+    assert json.loads(saved["config_json"])["hyper_hidden"] == [16, 24]
+    assert torch.equal(saved["model"]["g_a.6.weight"], torch.load(start)["g_a.6.weight"][0::2])
+    train(TrainConfig(**{**cfg, "minutes": 1.0}, max_steps=1, crop=64, batch=1))  # resumes at M=8
+    assert json.loads(torch.load(ckpt, weights_only=True)["config_json"])["hyper_hidden"] == [16, 24]
+
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "hyperprior", folder=folder)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(80, 64, seed=4)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 5.0))
+    assert out.shape == pixels.shape and header.model_name == "hyperprior"
 
 
 @torch.no_grad()

@@ -44,6 +44,9 @@ class MeanScaleHyperprior(nn.Module):
             decoding as it is.
         Ns: channels of the hidden layers of the synthesis transform ``g_s`` (default ``N``).
             Only the decoder runs ``g_s`` (and the encoder's latent refinement).
+        hyper_hidden: channels of the two hidden layers of the hyper-synthesis ``h_s``
+            (default ``(M, 3M/2)``). Set when a model's latent was narrowed but its
+            hyper-synthesis kept its width (:mod:`lcodec.train.narrow`).
         lambdas: one rate-distortion trade-off per quality level (level ``k`` is ``-q k``).
     """
 
@@ -51,11 +54,13 @@ class MeanScaleHyperprior(nn.Module):
     downsampling = 64  # total stride from the image to z
 
     def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
-                 Na: int | None = None, Ns: int | None = None):
+                 Na: int | None = None, Ns: int | None = None,
+                 hyper_hidden: tuple[int, int] | None = None):
         super().__init__()
         self.N, self.M = N, M
         self.Na = Na = Na or N
         self.Ns = Ns = Ns or N
+        self.hyper_hidden = h1, h2 = tuple(hyper_hidden or (M, M * 3 // 2))
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         self.g_a = nn.Sequential(
             conv(3, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, M))
@@ -66,9 +71,9 @@ class MeanScaleHyperprior(nn.Module):
             conv(M, N, 3, 1), nn.LeakyReLU(inplace=True),
             conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))
         self.h_s = nn.Sequential(
-            deconv(N, M), nn.LeakyReLU(inplace=True),
-            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
-            conv(M * 3 // 2, M * 2, 3, 1))
+            deconv(N, h1), nn.LeakyReLU(inplace=True),
+            deconv(h1, h2), nn.LeakyReLU(inplace=True),
+            conv(h2, M * 2, 3, 1))
         self.z_density = FactorizedDensity(N)
         # Gain init ~ sqrt(lambda): the optimal quantizer step shrinks like 1/sqrt(lambda).
         mid = math.sqrt(lambdas[len(lambdas) // 2])

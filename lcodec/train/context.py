@@ -29,7 +29,7 @@ from ..models.context import anchor_mask
 from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
 from .data import list_images, load_rgb, split_holdout
 from .loop import keep_freed_memory, resume
-from .widen import hidden_widths
+from .widen import hidden_widths, hyper_widths
 
 
 @dataclass
@@ -147,6 +147,8 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         config["Na"] = Na
     if Ns != N:
         config["Ns"] = Ns
+    if hyper_widths(base) != (M, M * 3 // 2):
+        config["hyper_hidden"] = list(hyper_widths(base))
     if cfg.scale_floor is not None:
         config["scale_floor"] = cfg.scale_floor
     model = build_model(**config)

@@ -24,7 +24,7 @@ import torch
 
 from ..models import DEFAULT_LAMBDAS, build_model
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
-from .widen import hidden_widths, latent_width
+from .widen import hidden_widths, hyper_widths, latent_width
 
 DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
 
@@ -328,6 +328,25 @@ def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
     return state
 
 
+def _narrowed(init: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """``init`` (a hyperprior state dict) narrowed to the ``cfg.M`` latent channels it uses
+    most on the training photos' centres (:mod:`.narrow`)."""
+    from .narrow import channel_activity, narrow_latents
+
+    na, ns = hidden_widths(init)
+    model = build_model("hyperprior", N=cfg.N, M=latent_width(init), Na=na, Ns=ns,
+                        hyper_hidden=hyper_widths(init), lambdas=[float(v) for v in init["lambdas"]])
+    model.load_state_dict(init)
+    model.eval()
+    train_paths, _ = split_holdout(list_images(Path(cfg.data)))
+    activity = channel_activity(model, center_crops([load_rgb(p) for p in train_paths[:32]], 256))
+    keep = sorted(activity.argsort(descending=True)[:cfg.M].tolist())
+    dropped = sorted(set(range(model.M)) - set(keep))
+    print(f"latent narrowed from M={model.M} to M={cfg.M}: the dropped channels were nonzero at "
+          f"-q {model.num_levels} at most {float(activity[dropped].max()):.2%} of the time", flush=True)
+    return narrow_latents(init, keep)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training for ``cfg.minutes``; return the checkpoint path."""
     run_dir = Path(cfg.run_dir)
@@ -343,6 +362,8 @@ def train(cfg: TrainConfig) -> Path:
         init = load_state_dict(resolve_weights_file(cfg.init_from))
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
             init = init["model"]
+        if cfg.family == "hyperprior" and cfg.M and cfg.M < latent_width(init):
+            init = _narrowed(init, cfg)
     # The analysis / synthesis widths: --Na / --Ns, else those of the checkpoint resumed or the
     # weights started from.
     init_widths = hidden_widths(init) if init is not None else None
@@ -357,6 +378,11 @@ def train(cfg: TrainConfig) -> Path:
             width = init_widths[i]
         if width and width != cfg.N:
             arch[key] = width
+    hyper = resumed.get("hyper_hidden")
+    if ck is None and init is not None and latent == m_init:
+        hyper = list(hyper_widths(init))
+    if hyper and tuple(hyper) != (latent, latent * 3 // 2):
+        arch["hyper_hidden"] = list(hyper)
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}

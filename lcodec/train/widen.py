@@ -50,6 +50,12 @@ def latent_width(state: dict[str, torch.Tensor]) -> int:
     return state["g_a.6.weight"].shape[0]
 
 
+def hyper_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """The two hidden widths of the hyper-synthesis ``h_s`` of a hyperprior-family state dict
+    (ConvTranspose2d weights, (in, out, k, k))."""
+    return state["h_s.0.weight"].shape[1], state["h_s.2.weight"].shape[1]
+
+
 def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     """Load the hyperprior state dict ``old`` into ``model``, a hyperprior with a larger ``M``.
 
@@ -61,8 +67,11 @@ def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     new = model.state_dict()
     m_old, m_new = latent_width(old), latent_width(new)
     if m_new < m_old:
-        raise ValueError(f"cannot narrow the latent from {m_old} to {m_new} channels")
+        raise ValueError(f"cannot narrow the latent from {m_old} to {m_new} channels here "
+                         "(lcodec.train.narrow does)")
     h_old = m_old * 3 // 2
+    if hyper_widths(old) != (m_old, h_old) or hyper_widths(new) != (m_new, m_new * 3 // 2):
+        raise ValueError("widening the latent needs the default hyper-synthesis widths")
     out: dict[str, torch.Tensor] = {}
     for key, target in new.items():
         src = old.get(key)
