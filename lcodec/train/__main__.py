@@ -27,7 +27,8 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--N", "N", default=TrainConfig.N, show_default=True, type=int)
 @click.option("--M", "M", default=TrainConfig.M, show_default=True, type=int,
               help="Latent channels (0: those of the checkpoint resumed or the weights started "
-                   "from, else 96). Starting from narrower weights widens them.")
+                   "from, else 96). Starting from narrower weights widens them; from wider "
+                   "weights keeps the channels they use most.")
 @click.option("--Na", "Na", default=TrainConfig.Na, show_default=True, type=int,
               help="Hidden channels of the analysis transform (encoder only; 0: those of the "
                    "checkpoint resumed or the weights started from, else --N). Starting from "
