@@ -92,10 +92,11 @@ def _perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.parametrize("hyper_hidden", [None, (16, 24)])  # default widths grow with M; set ones stay
 @torch.no_grad()
-def test_widened_latent_computes_the_same_codec():
-    narrow = _perturbed(build_model("hyperprior", N=8, M=8))
-    wide = build_model("hyperprior", N=8, M=16).eval()
+def test_widened_latent_computes_the_same_codec(hyper_hidden):
+    narrow = _perturbed(build_model("hyperprior", N=8, M=8, hyper_hidden=hyper_hidden))
+    wide = build_model("hyperprior", N=8, M=16, hyper_hidden=hyper_hidden).eval()
     widen_latents(narrow.state_dict(), wide)
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     for q in (1.0, 4.5, 8.0):

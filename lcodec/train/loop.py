@@ -378,9 +378,13 @@ def train(cfg: TrainConfig) -> Path:
             width = init_widths[i]
         if width and width != cfg.N:
             arch[key] = width
+    # The hyper-synthesis widths: the resumed checkpoint's; else the initial weights' unless
+    # they are the default of their M and the latent is widened (then the new M's default).
     hyper = resumed.get("hyper_hidden")
-    if ck is None and init is not None and latent == m_init:
-        hyper = list(hyper_widths(init))
+    if ck is None and init is not None:
+        widths = hyper_widths(init)
+        if latent == m_init or widths != (m_init, m_init * 3 // 2):
+            hyper = list(widths)
     if hyper and tuple(hyper) != (latent, latent * 3 // 2):
         arch["hyper_hidden"] = list(hyper)
     model = build_model(cfg.family, **arch)

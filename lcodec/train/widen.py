@@ -69,9 +69,9 @@ def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     if m_new < m_old:
         raise ValueError(f"cannot narrow the latent from {m_old} to {m_new} channels here "
                          "(lcodec.train.narrow does)")
-    h_old = m_old * 3 // 2
-    if hyper_widths(old) != (m_old, h_old) or hyper_widths(new) != (m_new, m_new * 3 // 2):
-        raise ValueError("widening the latent needs the default hyper-synthesis widths")
+    (h1_old, h2_old), (h1_new, h2_new) = hyper_widths(old), hyper_widths(new)
+    if h1_new < h1_old or h2_new < h2_old:
+        raise ValueError("cannot narrow the hyper-synthesis while widening the latent")
     out: dict[str, torch.Tensor] = {}
     for key, target in new.items():
         src = old.get(key)
@@ -96,19 +96,19 @@ def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
         elif key == "h_a.0.weight":             # Conv2d (M -> N): (out, in, k, k)
             t.zero_()                           # z must not change: new inputs enter at 0
             t[:, :m_old] = src
-        elif key == "h_s.0.weight":             # ConvTranspose2d (N -> M): (in, out, k, k)
-            t[:, :m_old] = src                  # new hidden units keep their init: they are
+        elif key == "h_s.0.weight":             # ConvTranspose2d (N -> H1): (in, out, k, k)
+            t[:, :h1_old] = src                 # new hidden units keep their init: they are
         elif key == "h_s.0.bias":               # consumed through zero weights below
-            t[:m_old] = src
-        elif key == "h_s.2.weight":             # ConvTranspose2d (M -> 3M/2): (in, out, k, k)
-            t[m_old:] = 0                       # new hidden inputs enter through zero weights
-            t[:m_old, :h_old] = src
+            t[:h1_old] = src
+        elif key == "h_s.2.weight":             # ConvTranspose2d (H1 -> H2): (in, out, k, k)
+            t[h1_old:] = 0                      # new hidden inputs enter through zero weights
+            t[:h1_old, :h2_old] = src
         elif key == "h_s.2.bias":
-            t[:h_old] = src
-        elif key == "h_s.4.weight":             # Conv2d (3M/2 -> 2M): rows = [scales; means]
+            t[:h2_old] = src
+        elif key == "h_s.4.weight":             # Conv2d (H2 -> 2M): rows = [scales; means]
             t.zero_()
-            t[:m_old, :h_old] = src[:m_old]
-            t[m_new:m_new + m_old, :h_old] = src[m_old:]
+            t[:m_old, :h2_old] = src[:m_old]
+            t[m_new:m_new + m_old, :h2_old] = src[m_old:]
         elif key == "h_s.4.bias":
             t.zero_()
             t[:m_old] = src[:m_old]
