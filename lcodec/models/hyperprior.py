@@ -32,6 +32,12 @@ from .layers import GDN, conv, deconv
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
 
+def default_hyper_hidden(M: int) -> tuple[int, int]:
+    """The hidden widths of the hyper-synthesis of a model with ``M`` latent channels unless
+    its config sets ``hyper_hidden``."""
+    return M, M * 3 // 2
+
+
 class MeanScaleHyperprior(nn.Module):
     """Mean-scale hyperprior with gain units.
 
@@ -60,7 +66,7 @@ class MeanScaleHyperprior(nn.Module):
         self.N, self.M = N, M
         self.Na = Na = Na or N
         self.Ns = Ns = Ns or N
-        self.hyper_hidden = h1, h2 = tuple(hyper_hidden or (M, M * 3 // 2))
+        self.hyper_hidden = h1, h2 = tuple(hyper_hidden or default_hyper_hidden(M))
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         self.g_a = nn.Sequential(
             conv(3, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, M))

@@ -26,6 +26,7 @@ import torch
 
 from ..models import build_model
 from ..models.context import anchor_mask
+from ..models.hyperprior import default_hyper_hidden
 from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
 from .data import list_images, load_rgb, split_holdout
 from .loop import keep_freed_memory, resume
@@ -147,7 +148,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         config["Na"] = Na
     if Ns != N:
         config["Ns"] = Ns
-    if hyper_widths(base) != (M, M * 3 // 2):
+    if hyper_widths(base) != default_hyper_hidden(M):
         config["hyper_hidden"] = list(hyper_widths(base))
     if cfg.scale_floor is not None:
         config["scale_floor"] = cfg.scale_floor

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..models import DEFAULT_LAMBDAS, build_model
+from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
 from .widen import hidden_widths, hyper_widths, latent_width
 
@@ -383,9 +384,9 @@ def train(cfg: TrainConfig) -> Path:
     hyper = resumed.get("hyper_hidden")
     if ck is None and init is not None:
         widths = hyper_widths(init)
-        if latent == m_init or widths != (m_init, m_init * 3 // 2):
+        if latent == m_init or widths != default_hyper_hidden(m_init):
             hyper = list(widths)
-    if hyper and tuple(hyper) != (latent, latent * 3 // 2):
+    if hyper and tuple(hyper) != default_hyper_hidden(latent):
         arch["hyper_hidden"] = list(hyper)
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
