@@ -149,9 +149,12 @@ def test_train_keeps_the_latent_width_of_its_weights_when_M_is_not_given(photos,
 
 
 def _with_dead_channels(M: int, dead: list[int]) -> torch.nn.Module:
-    """A trained-looking hyperprior whose ``dead`` latent channels are always 0 with mean 0."""
+    """A trained-looking hyperprior whose ``dead`` latent channels are always 0 with mean 0 and
+    whose other channels are nonzero (a bias well above the rounding threshold)."""
+    torch.manual_seed(0)  # the init: a live channel that never rounds to nonzero would tie
     model = _perturbed(build_model("hyperprior", N=8, M=M))
     with torch.no_grad():
+        model.g_a[6].bias[:] = 3.0
         model.g_a[6].weight[dead] = 0
         model.g_a[6].bias[dead] = 0
         model.h_s[4].weight[[M + c for c in dead]] = 0  # their means
