@@ -18,8 +18,9 @@ from lcodec.train.loop import (DEFAULT_M, CompiledForward, TrainConfig, jpeg_poi
 from lcodec.train.levels import check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.narrow import channel_activity, narrow_latents
+from lcodec.train.transfer import match_latent_channels, transfer_context
 from lcodec.train.widen import hyper_widths, widen_hidden, widen_latents
-from lcodec.weights import find_entry, load_state_dict, read_manifest, weights_dir
+from lcodec.weights import find_entry, load_state_dict, read_manifest, resolve_weights_file, weights_dir
 
 from .conftest import psnr, synthetic_photo
 
@@ -323,6 +324,21 @@ def test_train_moves_the_levels_of_the_weights_it_starts_from(photos, tmp_path, 
     assert json.loads(saved["config_json"])["lambdas"] == pytest.approx(lambdas)
 
 
+def test_gain_lr_mult_moves_the_gains_faster_than_the_transforms(photos, tmp_path):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=5.0, crop=64, batch=1,
+               threads="1", compile="off", init_from="hyperprior", lr=1e-5, warmup=1,
+               gain_lr_mult=100.0, bf16="off")
+    start = load_state_dict(resolve_weights_file("hyperprior"))
+    ckpt = train(TrainConfig(**cfg, max_steps=2))
+    moved = torch.load(ckpt, weights_only=True)["model"]
+    change = {k: float((moved[k] - start[k]).abs().max()) for k in ("log_gain", "g_s.0.weight", "h_s.0.weight")}
+    # Adam moves every parameter by about its lr per step: 1e-3 for the gains, 1e-5 for the rest.
+    assert change["log_gain"] > 1e-3
+    assert change["g_s.0.weight"] < 1e-4 and change["h_s.0.weight"] < 1e-4
+    with pytest.raises(ValueError, match="--gain-lr-mult"):
+        train(TrainConfig(**{**cfg, "gain_lr_mult": 1.0}, max_steps=3))
+
+
 def test_held_out_bd_rate_against_jpeg_ranks_a_trained_model_above_a_broken_one():
     crops = [torch.from_numpy(synthetic_photo(128, 128, seed=s)) for s in range(2)]
     jpeg = jpeg_points(crops)
@@ -436,6 +452,48 @@ def test_train_context_can_start_from_shipped_context_networks(photos, tmp_path)
     assert torch.equal(warm["g_a.0.weight"], load_state_dict(weights_dir() / hp.file)["g_a.0.weight"])
     with pytest.raises(ValueError, match="no context networks"):
         train_context(ContextTrainConfig(**cfg, run_dir=str(tmp_path / "bad"), context_from="hyperprior"))
+
+
+@torch.no_grad()
+def test_context_networks_carried_to_other_latent_channels_predict_the_same():
+    old = _perturbed(build_model("context", N=8, M=6, context_channels=5, hidden=12, scale_floor=None), seed=1)
+    src = [3, None, 0, 5]  # new channel -> old channel; channel 1 is new
+    new = _perturbed(build_model("context", N=8, M=4, context_channels=5, hidden=12, scale_floor=None), seed=2)
+    new_state = new.state_dict()
+    for i, j in enumerate(src):
+        if j is not None:
+            new_state["g_s.0.weight"][i] = old.state_dict()["g_s.0.weight"][j] * 1.3  # moved, same pattern
+    assert match_latent_channels(old.state_dict(), new_state) == src
+    new_state.update(transfer_context(old.state_dict(), src))
+    new.load_state_dict(new_state)
+
+    gen = torch.Generator().manual_seed(0)
+    anchors, hyper = torch.randn(1, 4, 6, 7, generator=gen), torch.randn(1, 8, 6, 7, generator=gen)
+    old_anchors, old_hyper = torch.zeros(1, 6, 6, 7), torch.zeros(1, 12, 6, 7)  # dropped channels: 0
+    for i, j in enumerate(src):
+        if j is not None:
+            old_anchors[:, j] = anchors[:, i]
+            old_hyper[:, j], old_hyper[:, 6 + j] = hyper[:, i], hyper[:, 4 + i]
+    got, want = new.nonanchor_params(anchors, hyper), old.nonanchor_params(old_anchors, old_hyper)
+    for i, j in enumerate(src):
+        if j is None:   # a new channel: the hyperprior's parameters, unchanged
+            assert torch.equal(got[:, i], hyper[:, i]) and torch.equal(got[:, 4 + i], hyper[:, 4 + i])
+        else:
+            assert torch.allclose(got[:, i], want[:, j], atol=1e-5)
+            assert torch.allclose(got[:, 4 + i], want[:, 6 + j], atol=1e-5)
+
+
+def test_train_context_warm_starts_on_a_narrowed_hyperprior(photos, tmp_path, capsys):
+    hp = find_entry("hyperprior")
+    narrowed = narrow_latents(load_state_dict(weights_dir() / hp.file), keep=list(range(0, 96, 2)))
+    torch.save(narrowed, tmp_path / "narrow.pt")
+    ckpt = train_context(ContextTrainConfig(init_from=str(tmp_path / "narrow.pt"), data=str(photos),
+                                            run_dir=str(tmp_path / "ctx"), minutes=0.0, crop=128,
+                                            batch=2, threads=1, context_from="context"))
+    assert "from M=96 to M=48: 48 channels matched" in capsys.readouterr().out
+    carried = torch.load(ckpt, weights_only=True)["model"]["entropy_parameters.4.weight"]
+    shipped = load_state_dict(weights_dir() / find_entry("context").file)["entropy_parameters.4.weight"]
+    assert torch.equal(carried[:48], shipped[0:96:2]) and torch.equal(carried[48:], shipped[96::2])
 
 
 def test_train_context_learns_and_exports(photos, tmp_path, monkeypatch):

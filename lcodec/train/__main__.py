@@ -45,6 +45,9 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--crop", default=TrainConfig.crop, show_default=True, type=int)
 @click.option("--batch", default=TrainConfig.batch, show_default=True, type=int)
 @click.option("--lr", default=TrainConfig.lr, show_default=True, type=float)
+@click.option("--gain-lr-mult", default=TrainConfig.gain_lr_mult, show_default=True, type=float,
+              help="The quality levels' gain vectors learn at --lr times this (e.g. 10 after "
+                   "moving the levels with --lambdas). A run resumes with the value it started with.")
 @click.option("--warmup", default=TrainConfig.warmup, show_default=True, type=int)
 @click.option("--ste-frac", default=TrainConfig.ste_frac, show_default=True, type=float,
               help="Final fraction of the run in which the decoder sees rounded (not noisy) latents.")
@@ -94,7 +97,8 @@ C = ContextTrainConfig
                    "or a model name in the manifest (its newest version).")
 @click.option("--context-from", default=None,
               help="Start the context networks from these context weights (a .pt file or a "
-                   "manifest name) instead of from scratch.")
+                   "manifest name) instead of from scratch. If their hyperprior has other latent "
+                   "channels, each channel is matched by its synthesis pattern; new ones start at zero.")
 @click.option("--data", default=C.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=C.run_dir, show_default=True,
               help="Checkpoint and log folder; an existing checkpoint there is resumed.")

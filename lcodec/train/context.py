@@ -157,8 +157,15 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     if any(not k.startswith(("context_", "entropy_parameters")) for k in missing):
         raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")
     if cfg.context_from:
-        warm = {k: v for k, v in load_state_dict(resolve_weights_file(cfg.context_from)).items()
-                if k.startswith(("context_", "entropy_parameters"))}
+        source = load_state_dict(resolve_weights_file(cfg.context_from))
+        warm = {k: v for k, v in source.items() if k.startswith(("context_", "entropy_parameters"))}
+        if "context_prediction.weight" in warm and warm["context_prediction.weight"].shape[1] != M:
+            from .transfer import match_latent_channels, transfer_context
+            src = match_latent_channels(source, base)
+            warm = transfer_context(warm, src)
+            print(f"context networks carried over from M={source['g_s.0.weight'].shape[0]} to M={M}: "
+                  f"{sum(j is not None for j in src)} channels matched, the others start at zero",
+                  flush=True)
         own = model.state_dict()
         if not warm or any(k not in own or own[k].shape != v.shape for k, v in warm.items()):
             raise ValueError(f"{cfg.context_from} has no context networks of this architecture")

@@ -25,6 +25,7 @@ import torch
 from ..models import DEFAULT_LAMBDAS, build_model
 from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
+from .levels import GAIN_KEYS
 from .widen import hidden_widths, hyper_widths, latent_width
 
 DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
@@ -43,6 +44,7 @@ class TrainConfig:
     crop: int = 128
     batch: int = 16
     lr: float = 5e-4
+    gain_lr_mult: float = 1.0     # the quality levels' gain vectors learn at lr * this
     warmup: int = 300
     minutes: float = 60.0         # wall-clock budget of this invocation
     max_steps: int = 0            # also stop when the run reaches this step (0: no limit)
@@ -314,6 +316,22 @@ class WeightAverage:
                 avg.copy_(cur)
 
 
+def param_groups(model: torch.nn.Module, gain_lr_mult: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups: one, or with ``gain_lr_mult != 1`` a second group
+    holding the quality levels' gain vectors (``lr_mult`` scales its learning rate).
+
+    Moving the levels to other lambdas (:mod:`.levels`) changes mainly the gains: a few
+    hundred numbers per level that Adam, whose step is about the learning rate, moves by at
+    most ``lr`` per step. At the transforms' lr 1e-4 a log-gain needs thousands of steps to
+    move by 0.5; a separate, larger rate moves the levels in hundreds.
+    """
+    if gain_lr_mult == 1.0:
+        return [{"params": list(model.parameters()), "lr_mult": 1.0}]
+    gains = [p for n, p in model.named_parameters() if n in GAIN_KEYS]
+    rest = [p for n, p in model.named_parameters() if n not in GAIN_KEYS]
+    return [{"params": rest, "lr_mult": 1.0}, {"params": gains, "lr_mult": gain_lr_mult}]
+
+
 def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
            ck: dict | None = None) -> dict | None:
     """Load a run's checkpoint (``ck`` when already read) into ``model`` and ``opt``; return
@@ -323,7 +341,14 @@ def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
     if ck is None:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.load_state_dict(ck["model"])
+    saved_groups = len(ck["optimizer"]["param_groups"])
+    if saved_groups != len(opt.param_groups):
+        raise ValueError(f"{ckpt_path} was trained with {saved_groups} parameter group(s), this run "
+                         f"asks for {len(opt.param_groups)}: resume it with the --gain-lr-mult it "
+                         "was started with")
     opt.load_state_dict(ck["optimizer"])
+    for g in opt.param_groups:
+        g.setdefault("lr_mult", 1.0)
     state = json.loads(ck["state_json"])
     print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
     return state
@@ -389,7 +414,7 @@ def train(cfg: TrainConfig) -> Path:
     if hyper and tuple(hyper) != default_hyper_hidden(latent):
         arch["hyper_hidden"] = list(hyper)
     model = build_model(cfg.family, **arch)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(param_groups(model, cfg.gain_lr_mult), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
     if ck is not None:
         state = resume(ckpt_path, model, opt, ck)
@@ -477,7 +502,7 @@ def train(cfg: TrainConfig) -> Path:
         step = state["step"]
         lr = _lr_at(cfg, step, time.time() - t0) * state.get("lr_scale", 1.0)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
         x = sampler.batch(cfg.batch)
         level = torch.randint(0, len(lambdas), (cfg.batch,), generator=gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
