@@ -12,7 +12,7 @@ from lcodec.api import Codec
 from lcodec.train.context import ContextTrainConfig, train_context
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
-from lcodec.models import build_model
+from lcodec.models import DEFAULT_LAMBDAS, build_model
 from lcodec.train.loop import (DEFAULT_M, CompiledForward, TrainConfig, jpeg_points, level_weights, train,
                                validate)
 from lcodec.train.levels import check_lambdas, retarget_levels
@@ -322,6 +322,20 @@ def test_train_moves_the_levels_of_the_weights_it_starts_from(photos, tmp_path, 
     saved = torch.load(ckpt, weights_only=True)
     assert saved["model"]["lambdas"].tolist() == pytest.approx(lambdas)
     assert json.loads(saved["config_json"])["lambdas"] == pytest.approx(lambdas)
+
+
+def test_train_keeps_the_levels_of_its_weights_and_a_resumed_run_keeps_its_own(photos, tmp_path, capsys):
+    lambdas = (0.0004, 0.001, 0.0025, 0.006, 0.014, 0.033, 0.077, 0.45)
+    cfg = dict(data=str(photos), minutes=0.0, threads="1", compile="off")
+    moved = train(TrainConfig(**cfg, run_dir=str(tmp_path / "a"), init_from="hyperprior", lambdas=lambdas))
+    torch.save(torch.load(moved, weights_only=True)["model"], tmp_path / "moved.pt")
+    capsys.readouterr()
+    again = train(TrainConfig(**cfg, run_dir=str(tmp_path / "b"), init_from=str(tmp_path / "moved.pt")))
+    assert "quality levels moved" not in capsys.readouterr().out
+    assert torch.load(again, weights_only=True)["model"]["lambdas"].tolist() == pytest.approx(lambdas)
+    train(TrainConfig(**cfg, run_dir=str(tmp_path / "b")))  # resumes with the run's levels
+    with pytest.raises(ValueError, match="keeps its quality levels"):
+        train(TrainConfig(**cfg, run_dir=str(tmp_path / "b"), lambdas=DEFAULT_LAMBDAS))
 
 
 def test_gain_lr_mult_moves_the_gains_faster_than_the_transforms(photos, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .context import ContextTrainConfig, train_context
+from ..models import DEFAULT_LAMBDAS
 from .loop import TrainConfig, train
 
 
@@ -37,11 +38,12 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
               help="Hidden channels of the synthesis transform (decoder; 0: those of the "
                    "checkpoint resumed or the weights started from, else --N). Starting from "
                    "narrower weights widens them losslessly.")
-@click.option("--lambdas", default=",".join(f"{v:g}" for v in TrainConfig.lambdas), show_default=True,
-              callback=lambda ctx, param, value: _parse_lambdas(value),
+@click.option("--lambdas", default=None,
+              callback=lambda ctx, param, value: _parse_lambdas(value) if value else None,
               help="The quality levels' rate-distortion trade-offs, comma-separated, increasing "
-                   "(level 1 first). Starting from weights with other levels moves their gains "
-                   "there (interpolated in log lambda).")
+                   "(level 1 first). Default: those of the run resumed or the weights started "
+                   "from, else " + ",".join(f"{v:g}" for v in DEFAULT_LAMBDAS) + ". Starting from "
+                   "weights with other levels moves their gains there (interpolated in log lambda).")
 @click.option("--crop", default=TrainConfig.crop, show_default=True, type=int)
 @click.option("--batch", default=TrainConfig.batch, show_default=True, type=int)
 @click.option("--lr", default=TrainConfig.lr, show_default=True, type=float)

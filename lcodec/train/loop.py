@@ -40,7 +40,7 @@ class TrainConfig:
     M: int = 0                    # latent channels (0: the resumed or initial weights', else 96)
     Na: int = 0                   # analysis width (0: the resumed or initial weights', else N)
     Ns: int = 0                   # synthesis width (0: the resumed or initial weights', else N)
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    lambdas: tuple[float, ...] | None = None  # levels (None: the resumed run's, else the initial weights')
     crop: int = 128
     batch: int = 16
     lr: float = 5e-4
@@ -373,6 +373,26 @@ def _narrowed(init: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torc
     return narrow_latents(init, keep)
 
 
+def _levels(cfg: TrainConfig, resumed: dict, init: dict | None) -> tuple[float, ...]:
+    """The run's quality levels: ``cfg.lambdas``, else the resumed run's, else the initial
+    weights', else :data:`DEFAULT_LAMBDAS`. A resumed run keeps its levels (``ValueError``
+    if ``cfg.lambdas`` asks for others: move them in a new run started with ``init_from``)."""
+    if resumed.get("lambdas"):
+        if cfg.lambdas and not _same_levels(cfg.lambdas, resumed["lambdas"]):
+            raise ValueError("a resumed run keeps its quality levels: to move them, start a new run "
+                             "from its best.pt with --init-from and --lambdas")
+        return tuple(resumed["lambdas"])
+    if cfg.lambdas:
+        return tuple(cfg.lambdas)
+    if init is not None and "lambdas" in init:
+        return tuple(float(v) for v in init["lambdas"])
+    return DEFAULT_LAMBDAS
+
+
+def _same_levels(a, b) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(abs(x), abs(y)) for x, y in zip(a, b))
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training for ``cfg.minutes``; return the checkpoint path."""
     run_dir = Path(cfg.run_dir)
@@ -396,7 +416,8 @@ def train(cfg: TrainConfig) -> Path:
     resumed = json.loads(ck["config_json"]) if ck is not None else {}
     m_init = latent_width(init) if init is not None and "g_a.6.weight" in init else 0
     latent = cfg.M or resumed.get("M") or m_init or DEFAULT_M
-    arch = {"N": cfg.N, "M": latent, "lambdas": list(cfg.lambdas)}
+    levels = _levels(cfg, resumed, init)
+    arch = {"N": cfg.N, "M": latent, "lambdas": list(levels)}
     for i, (key, width) in enumerate((("Na", cfg.Na), ("Ns", cfg.Ns))):
         if not width and ck is not None:
             width = resumed.get(key, 0)
@@ -421,8 +442,8 @@ def train(cfg: TrainConfig) -> Path:
     elif init is not None:
         if "lambdas" in init and init["lambdas"].tolist() != list(model.lambdas.tolist()):
             from .levels import retarget_levels
-            init = retarget_levels(init, cfg.lambdas)
-            print(f"quality levels moved to lambdas {', '.join(f'{v:g}' for v in cfg.lambdas)}", flush=True)
+            init = retarget_levels(init, levels)
+            print(f"quality levels moved to lambdas {', '.join(f'{v:g}' for v in levels)}", flush=True)
         if cfg.family == "hyperprior" and m_init and m_init != latent:
             from .widen import widen_latents
             widen_latents(init, model)
