@@ -363,6 +363,16 @@ def test_held_out_bd_rate_against_jpeg_ranks_a_trained_model_above_a_broken_one(
     bad = validate(broken, crops, jpeg)
     assert "bd_jpeg" in good and good["bd_jpeg"] < bad.get("bd_jpeg", float("inf"))
     assert set(good) >= {"q1_bpp", "q1_psnr", "q8_bpp", "q8_psnr"}
+    # against a curve of the same levels that spends 25% more bits for each PSNR: -20%
+    costlier = [[b * 1.25, q] for b, q in good["points"]]
+    assert validate(load_model("hyperprior").model, crops, jpeg, reference=costlier)["bd_ref"] == pytest.approx(-20, abs=0.1)
+
+
+def test_best_checkpoint_ranking_follows_the_reference_and_keeps_old_runs_on_jpeg():
+    from lcodec.train.loop import selection_score
+    val = {"bd_jpeg": -40.0, "bd_ref": -3.9}
+    assert selection_score(val, {"reference": [[0.1, 25.0]]}) == ("best_bd_ref", -3.9)
+    assert selection_score(val, {"best_bd_jpeg": -40.2}) == ("best_bd_jpeg", -40.0)
 
 
 def test_training_keeps_the_checkpoint_with_the_best_held_out_bd_rate(photos, tmp_path):
@@ -373,9 +383,12 @@ def test_training_keeps_the_checkpoint_with_the_best_held_out_bd_rate(photos, tm
     best = torch.load(run / "best.pt", weights_only=True)
     state = json.loads(best["state_json"])
     logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    bds = [r["val"]["bd_jpeg"] for r in logged if "bd_jpeg" in r.get("val", {})]
-    assert len(bds) == 2 and state["best_bd_jpeg"] == min(bds)
-    assert state["best_step"] == 1 + bds.index(min(bds))
+    vals = [r["val"] for r in logged if "val" in r]
+    # ranked against the run's first validation (the reference: 0 by definition)
+    assert len(vals) == 2 and vals[0]["bd_ref"] == 0.0 and state["reference"] == vals[0]["points"]
+    bds = [v["bd_ref"] for v in vals]
+    assert state["best_bd_ref"] == min(bds) and state["best_step"] == 1 + bds.index(min(bds))
+    assert all(len(v["points"]) == 8 and "bd_jpeg" in v for v in vals)
     # another run can start from it
     ckpt = train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "next"), minutes=0.0,
                              threads="1", compile="off", init_from=str(run / "best.pt")))
