@@ -423,6 +423,10 @@ def test_weight_average_follows_the_iterates_and_is_what_best_pt_holds(photos, t
     train(TrainConfig(**cfg, max_steps=3))
     resumed = torch.load(run / "checkpoint.pt", weights_only=True)
     assert not torch.equal(resumed["average"]["g_s.0.weight"], ck["average"]["g_s.0.weight"])
+    # a new run started from the checkpoint starts from its average, not its last iterate
+    started = torch.load(train(TrainConfig(**{**cfg, "run_dir": str(tmp_path / "next"), "minutes": 0.0,
+                                              "init_from": str(run / "checkpoint.pt")})), weights_only=True)
+    assert all(torch.equal(started["model"][k], resumed["average"][k]) for k in resumed["average"])
 
 
 def test_export_keeps_another_model_as_the_default(tmp_path):

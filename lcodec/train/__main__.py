@@ -62,7 +62,7 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
               show_default=True,
               help="torch.compile the training step; 'auto' falls back to eager mode if it fails.")
 @click.option("--init-from", default=None, help="Start a fresh run from these weights: a weights .pt file, a training "
-                   "checkpoint (e.g. another run's best.pt), or a model name in the manifest (its newest "
+                   "checkpoint (e.g. another run's best.pt, or its checkpoint.pt: the weight average when it keeps one), or a model name in the manifest (its newest "
                    "version). Ignored when the run directory has a checkpoint.")
 @click.option("--level-weighting", type=click.Choice(["none", "normalized", "sqrt"]),
               default=TrainConfig.level_weighting, show_default=True,

@@ -141,7 +141,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     base = load_state_dict(init)
     N, M = base["h_a.0.weight"].shape[:2]  # a Conv2d (out, in, k, k) from M channels to N
     Na, Ns = hidden_widths(base)
-    lambdas = tuple(float(v) for v in base["lambdas"])
+    lambdas = tuple(float(f"{float(v):.7g}") for v in base["lambdas"])  # float32 in the weights
     config = {"family": "context", "N": N, "M": M, "lambdas": list(lambdas),
               "context_channels": cfg.context_channels, "hidden": cfg.hidden}
     if Na != N:

@@ -403,8 +403,8 @@ def _levels(cfg: TrainConfig, resumed: dict, init: dict | None) -> tuple[float, 
         return tuple(resumed["lambdas"])
     if cfg.lambdas:
         return tuple(cfg.lambdas)
-    if init is not None and "lambdas" in init:
-        return tuple(float(v) for v in init["lambdas"])
+    if init is not None and "lambdas" in init:  # float32 in the weights: 0.0004 -> 0.00039999998989
+        return tuple(float(f"{float(v):.7g}") for v in init["lambdas"])
     return DEFAULT_LAMBDAS
 
 
@@ -425,8 +425,8 @@ def train(cfg: TrainConfig) -> Path:
     if ck is None and cfg.init_from:
         from ..weights import load_state_dict, resolve_weights_file
         init = load_state_dict(resolve_weights_file(cfg.init_from))
-        if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt)
-            init = init["model"]
+        if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt):
+            init = init.get("average") or init["model"]  # its weight average when it keeps one
         if cfg.family == "hyperprior" and cfg.M and cfg.M < latent_width(init):
             init = _narrowed(init, cfg)
     # The analysis / synthesis widths: --Na / --Ns, else those of the checkpoint resumed or the
