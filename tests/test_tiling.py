@@ -60,8 +60,10 @@ def test_tiled_context_coding_costs_little(pixels):
     """context: the checkerboard context looks only inside its tile, so the non-anchors next
     to a tile border get the hyperprior's means: other symbols, about the same size and
     quality."""
-    tiled = Codec("cpu", model="context", tile=64).encode_pixels(pixels, 3, 3.0)
-    whole = Codec("cpu", model="context", tile=4096).encode_pixels(pixels, 3, 3.0)
+    # -q 4: lambda 0.0081 with the levels of hyperprior v8 (about what -q 3 was before it);
+    # at lower rates the per-tile framing is a larger share of a file this small.
+    tiled = Codec("cpu", model="context", tile=64).encode_pixels(pixels, 3, 4.0)
+    whole = Codec("cpu", model="context", tile=4096).encode_pixels(pixels, 3, 4.0)
     a, _ = Codec("cpu").decode_pixels(whole)
     b, _ = Codec("cpu").decode_pixels(tiled)
     assert abs(psnr(a, pixels) - psnr(b, pixels)) < 0.2

@@ -515,16 +515,19 @@ def test_context_networks_carried_to_other_latent_channels_predict_the_same():
 
 
 def test_train_context_warm_starts_on_a_narrowed_hyperprior(photos, tmp_path, capsys):
-    hp = find_entry("hyperprior")
-    narrowed = narrow_latents(load_state_dict(weights_dir() / hp.file), keep=list(range(0, 96, 2)))
+    ctx = find_entry("context")
+    m = ctx.config["M"]
+    hp = max((e for e in read_manifest() if e.family == "hyperprior" and e.config["M"] == m),
+             key=lambda e: e.version)
+    narrowed = narrow_latents(load_state_dict(weights_dir() / hp.file), keep=list(range(0, m, 2)))
     torch.save(narrowed, tmp_path / "narrow.pt")
     ckpt = train_context(ContextTrainConfig(init_from=str(tmp_path / "narrow.pt"), data=str(photos),
                                             run_dir=str(tmp_path / "ctx"), minutes=0.0, crop=128,
                                             batch=2, threads=1, context_from="context"))
-    assert "from M=96 to M=48: 48 channels matched" in capsys.readouterr().out
+    assert f"from M={m} to M={m // 2}: {m // 2} channels matched" in capsys.readouterr().out
     carried = torch.load(ckpt, weights_only=True)["model"]["entropy_parameters.4.weight"]
-    shipped = load_state_dict(weights_dir() / find_entry("context").file)["entropy_parameters.4.weight"]
-    assert torch.equal(carried[:48], shipped[0:96:2]) and torch.equal(carried[48:], shipped[96::2])
+    shipped = load_state_dict(weights_dir() / ctx.file)["entropy_parameters.4.weight"]
+    assert torch.equal(carried[:m // 2], shipped[0:m:2]) and torch.equal(carried[m // 2:], shipped[m::2])
 
 
 def test_train_context_learns_and_exports(photos, tmp_path, monkeypatch):
