@@ -29,6 +29,7 @@ from ..models.context import anchor_mask
 from ..models.hyperprior import default_hyper_hidden
 from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
 from .data import list_images, load_rgb, split_holdout
+from .levels import lambdas_of
 from .loop import keep_freed_memory, resume
 from .widen import hidden_widths, hyper_widths
 
@@ -141,7 +142,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     base = load_state_dict(init)
     N, M = base["h_a.0.weight"].shape[:2]  # a Conv2d (out, in, k, k) from M channels to N
     Na, Ns = hidden_widths(base)
-    lambdas = tuple(float(f"{float(v):.7g}") for v in base["lambdas"])  # float32 in the weights
+    lambdas = lambdas_of(base)
     config = {"family": "context", "N": N, "M": M, "lambdas": list(lambdas),
               "context_channels": cfg.context_channels, "hidden": cfg.hidden}
     if Na != N:

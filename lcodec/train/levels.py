@@ -25,6 +25,12 @@ def check_lambdas(lambdas: Sequence[float]) -> tuple[float, ...]:
     return values
 
 
+def lambdas_of(state: dict[str, torch.Tensor]) -> tuple[float, ...]:
+    """The levels of a state dict as the decimal values they were trained at (the tensor is
+    float32: 0.0004 is stored as 0.00039999998989...)."""
+    return tuple(float(f"{float(v):.7g}") for v in state["lambdas"])
+
+
 def retarget_levels(state: dict[str, torch.Tensor], lambdas: Sequence[float]) -> dict[str, torch.Tensor]:
     """A copy of the state dict ``state`` whose quality levels are ``lambdas``."""
     new = torch.tensor(check_lambdas(lambdas), dtype=torch.float64)

@@ -25,7 +25,7 @@ import torch
 from ..models import DEFAULT_LAMBDAS, build_model
 from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
-from .levels import GAIN_KEYS
+from .levels import GAIN_KEYS, lambdas_of
 from .widen import hidden_widths, hyper_widths, latent_width
 
 DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
@@ -403,8 +403,8 @@ def _levels(cfg: TrainConfig, resumed: dict, init: dict | None) -> tuple[float, 
         return tuple(resumed["lambdas"])
     if cfg.lambdas:
         return tuple(cfg.lambdas)
-    if init is not None and "lambdas" in init:  # float32 in the weights: 0.0004 -> 0.00039999998989
-        return tuple(float(f"{float(v):.7g}") for v in init["lambdas"])
+    if init is not None and "lambdas" in init:
+        return lambdas_of(init)
     return DEFAULT_LAMBDAS
 
 
