@@ -469,11 +469,16 @@ def test_train_resume_and_export(photos, tmp_path, monkeypatch):
     assert out.shape == pixels.shape and header.model_name == "hyperprior"
 
 
+def _hyperprior_for(ctx):
+    """The newest shipped hyperprior with the latent width of the context entry ``ctx``
+    (the shape of its own transforms)."""
+    return max((e for e in read_manifest() if e.family == "hyperprior" and e.config["M"] == ctx.config["M"]),
+               key=lambda e: e.version)
+
+
 def test_train_context_can_start_from_shipped_context_networks(photos, tmp_path):
     ctx = find_entry("context")
-    # the newest hyperprior with the shipped context's latent width (its own transforms' shape)
-    hp = max((e for e in read_manifest() if e.family == "hyperprior" and e.config["M"] == ctx.config["M"]),
-             key=lambda e: e.version)
+    hp = _hyperprior_for(ctx)
     cfg = dict(init_from=str(weights_dir() / hp.file), data=str(photos), minutes=0.0, crop=128,
                batch=2, threads=1)
     warm = torch.load(train_context(ContextTrainConfig(**cfg, run_dir=str(tmp_path / "warm"),
@@ -517,8 +522,7 @@ def test_context_networks_carried_to_other_latent_channels_predict_the_same():
 def test_train_context_warm_starts_on_a_narrowed_hyperprior(photos, tmp_path, capsys):
     ctx = find_entry("context")
     m = ctx.config["M"]
-    hp = max((e for e in read_manifest() if e.family == "hyperprior" and e.config["M"] == m),
-             key=lambda e: e.version)
+    hp = _hyperprior_for(ctx)
     narrowed = narrow_latents(load_state_dict(weights_dir() / hp.file), keep=list(range(0, m, 2)))
     torch.save(narrowed, tmp_path / "narrow.pt")
     ckpt = train_context(ContextTrainConfig(init_from=str(tmp_path / "narrow.pt"), data=str(photos),
