@@ -579,6 +579,26 @@ def test_probe_reports_every_level_and_bd_rates(tmp_path):
     assert np.allclose(curves["jpeg"], [(0.35, 27.0), (0.85, 31.0), (2.05, 37.0)])
 
 
+def test_probe_ceiling_synthesizes_the_unrounded_latents(tmp_path):
+    hp = find_entry("hyperprior")
+    tensors = torch.load(weights_dir() / hp.file, weights_only=True)
+    state = {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
+    ckpt = tmp_path / "c.pt"
+    torch.save({"model": state, "config_json": json.dumps({"family": "hyperprior", **hp.config})}, ckpt)
+    model = load_checkpoint_model(ckpt)
+    images = [synthetic_photo(70, 50, seed=s) for s in range(2)]
+    plain = probe(model, images, levels=(1, 8))
+    assert all("psnr_unquantized" not in p for p in plain)
+    points = probe(model, images, levels=(1, 8), ceiling=True)
+    # the same rate-distortion points, plus the ceiling
+    assert [(p["bpp"], p["psnr"]) for p in points] == [(p["bpp"], p["psnr"]) for p in plain]
+    # at the lowest level rounding costs several dB; at the highest little
+    low, high = points
+    assert low["psnr_unquantized"] > low["psnr"] + 2
+    assert high["psnr_unquantized"] > high["psnr"] - 0.1
+    assert high["psnr_unquantized"] - high["psnr"] < low["psnr_unquantized"] - low["psnr"]
+
+
 def test_pca_ceiling_counts_the_variance_the_kept_components_leave_out():
     gen = np.random.default_rng(0)
     # rows in a 2-dimensional subspace: two components reconstruct them, one does not

@@ -1,7 +1,7 @@
 """A quick rate-distortion probe of a training checkpoint on a test image set (Kodak).
 
 ``python -m lcodec.train.kodak_probe CHECKPOINT [--kodak DIR] [--classical docs/bench/classical.json]
-[--record docs/bench/campaign.json --label TEXT --prior-cpu-hours H]``
+[--ceiling] [--record docs/bench/campaign.json --label TEXT --prior-cpu-hours H]``
 
 Estimates, per quality level, the average bpp (the likelihoods' bits of ``y`` and ``z``:
 within about 0.5% of real range coding plus the container's ~60 bytes) and PSNR (8-bit
@@ -10,6 +10,10 @@ points against the classical codecs cached by ``make bench``. It takes about a m
 cores, against ~5 for a full ``make bench``, so training runs and recipe comparisons can be
 judged on the real test set without exporting weights. Shipping decisions still use
 ``make bench``.
+
+``--ceiling`` also reports, per level, the PSNR of the synthesis of the *unrounded* latents:
+what the transforms could give with unlimited bits. When it is flat across the levels the
+top of the curve is held down by the transforms' capacity, not by the rate.
 
 ``--record`` appends the result, with the checkpoint's steps and CPU-hours (plus
 ``--prior-cpu-hours`` spent before the run it was resumed or initialized from), to the
@@ -33,12 +37,13 @@ from .data import list_images, load_rgb
 
 @torch.no_grad()
 def probe(model: torch.nn.Module, images: list[np.ndarray],
-          levels: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 7, 8)) -> list[dict]:
-    """Average estimated bpp and PSNR per quality level."""
+          levels: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 7, 8), ceiling: bool = False) -> list[dict]:
+    """Average estimated bpp and PSNR per quality level; with ``ceiling`` also
+    ``psnr_unquantized``, the PSNR of the synthesis of the unrounded latents."""
     model.eval()
     points = []
     for q in levels:
-        bpps, psnrs = [], []
+        bpps, psnrs, ceilings = [], [], []
         for im in images:
             h, w = im.shape[:2]
             ph, pw = -(-h // 64) * 64, -(-w // 64) * 64
@@ -49,13 +54,23 @@ def probe(model: torch.nn.Module, images: list[np.ndarray],
             means, scales = model.hyper_synthesis(z)
             y_q = torch.round(y - means)
             bits = -(gaussian_likelihood(y_q, scales).log2().sum() + model.z_density.likelihood(z).log2().sum())
-            x_hat = model.synthesis(y_q + means, q)[0, :, :h, :w].clamp(0, 1)
-            x8 = torch.round(x_hat * 255).permute(1, 2, 0).numpy()
-            mse = float(np.mean((x8 - im.astype(np.float64)) ** 2))
             bpps.append(float(bits) / (h * w))
-            psnrs.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
-        points.append({"quality": q, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
+            psnrs.append(_psnr(model.synthesis(y_q + means, q), im))
+            if ceiling:
+                ceilings.append(_psnr(model.synthesis(y, q), im))
+        point = {"quality": q, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
+        if ceiling:
+            point["psnr_unquantized"] = float(np.mean(ceilings))
+        points.append(point)
     return points
+
+
+def _psnr(x_hat: torch.Tensor, im: np.ndarray) -> float:
+    """PSNR of a padded synthesis output against the 8-bit image ``im``, cropped and rounded."""
+    h, w = im.shape[:2]
+    x8 = torch.round(x_hat[0, :, :h, :w].clamp(0, 1) * 255).permute(1, 2, 0).numpy()
+    mse = float(np.mean((x8 - im.astype(np.float64)) ** 2))
+    return 10 * math.log10(255 ** 2 / max(mse, 1e-10))
 
 
 def classical_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
     ap.add_argument("--classical", type=Path, default=Path("docs/bench/classical.json"))
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also the PSNR of the unrounded latents per level (the transforms' ceiling)")
     ap.add_argument("--record", type=Path, help="append the result to this campaign history (JSON)")
     ap.add_argument("--label", default="", help="what the recorded checkpoint is")
     ap.add_argument("--prior-cpu-hours", type=float, default=0.0,
@@ -107,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     model = load_checkpoint_model(args.checkpoint)
     images = [load_rgb(p) for p in list_images(args.kodak)]
-    points = probe(model, images)
+    points = probe(model, images, ceiling=args.ceiling)
     rates = [p["bpp"] for p in points]
     dists = [p["psnr"] for p in points]
     bd = {}
@@ -122,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
     for p in points:
-        print(f"q{p['quality']:g}: {p['bpp']:.4f} bpp, {p['psnr']:.2f} dB")
+        ceiling = f" (unrounded latents: {p['psnr_unquantized']:.2f} dB)" if args.ceiling else ""
+        print(f"q{p['quality']:g}: {p['bpp']:.4f} bpp, {p['psnr']:.2f} dB{ceiling}")
     for codec, v in bd.items():
         print(f"BD-rate vs {codec}: {v:+.1f}%")
 
