@@ -558,7 +558,8 @@ def test_train_context_learns_and_exports(photos, tmp_path, monkeypatch):
     assert header.model_name == "context" and psnr(out, pixels) > 24
 
 
-def test_probe_reports_every_level_and_bd_rates(tmp_path):
+def _probe_setup(tmp_path):
+    """The shipped hyperprior loaded through a training checkpoint, and two small photos."""
     hp = find_entry("hyperprior")
     tensors = torch.load(weights_dir() / hp.file, weights_only=True)
     state = {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
@@ -566,6 +567,11 @@ def test_probe_reports_every_level_and_bd_rates(tmp_path):
     torch.save({"model": state, "config_json": json.dumps({"family": "hyperprior", **hp.config})}, ckpt)
     model = load_checkpoint_model(ckpt)
     images = [synthetic_photo(70, 50, seed=s) for s in range(2)]
+    return model, images
+
+
+def test_probe_reports_every_level_and_bd_rates(tmp_path):
+    model, images = _probe_setup(tmp_path)
     points = probe(model, images, levels=(1, 4, 8))
     assert [p["quality"] for p in points] == [1, 4, 8]
     assert points[0]["bpp"] < points[1]["bpp"] < points[2]["bpp"]
@@ -580,13 +586,7 @@ def test_probe_reports_every_level_and_bd_rates(tmp_path):
 
 
 def test_probe_ceiling_synthesizes_the_unrounded_latents(tmp_path):
-    hp = find_entry("hyperprior")
-    tensors = torch.load(weights_dir() / hp.file, weights_only=True)
-    state = {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
-    ckpt = tmp_path / "c.pt"
-    torch.save({"model": state, "config_json": json.dumps({"family": "hyperprior", **hp.config})}, ckpt)
-    model = load_checkpoint_model(ckpt)
-    images = [synthetic_photo(70, 50, seed=s) for s in range(2)]
+    model, images = _probe_setup(tmp_path)
     plain = probe(model, images, levels=(1, 8))
     assert all("psnr_unquantized" not in p for p in plain)
     points = probe(model, images, levels=(1, 8), ceiling=True)
