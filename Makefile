@@ -38,10 +38,10 @@ fuzz: setup
 
 # One session of the weights campaign (see docs/model-card.md): resumes runs/hyperprior if it
 # has a checkpoint, else starts from the newest shipped hyperprior; exports the next version.
-# The widths (M, Na, Ns) are those of the weights it starts from; the recipe is run 25's (v6).
+# The widths (M, Na, Ns) are those of the weights it starts from; the recipe is runs 30-31's (v9).
 train: setup
 	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --init-from hyperprior \
-	  --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 --lr 1e-4 --decay-frac 0.15 \
+	  --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 --lr 1e-4 --decay-frac 0.15 \
 	  --ema 0.999 --validate-every 500 --minutes 110 --export hyperprior
 
 # The context model on top of the newest shipped hyperprior (its transforms stay frozen).
