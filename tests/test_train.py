@@ -633,3 +633,24 @@ def test_scale_bound_gradient_pulls_up_but_never_pushes_further_down():
     assert raw.grad[0] < 0 and raw.grad[1] < 0
     assert torch.equal(gaussian_likelihood(torch.zeros(1), torch.tensor([-5.0])),
                        gaussian_likelihood(torch.zeros(1), torch.tensor([SCALE_BOUND])))
+
+
+def test_divergence_guard_skips_a_short_window_after_resume():
+    """A one-step window (the first after a resume) with a low loss must not become the bar
+    that later, normal windows are judged against; a full window 3x above the bar still
+    rolls back and halves the lr."""
+    from lcodec.train.loop import DivergenceGuard
+
+    model = torch.nn.Linear(2, 2)
+    guard = DivergenceGuard(model, torch.optim.Adam(model.parameters()), min_steps=100)
+    state = {"step": 100}
+    assert not guard.check(0.9, state, steps=1)          # short: not judged, not the bar
+    for step in (200, 300):
+        state["step"] = step
+        assert not guard.check(6.0, state, steps=100)
+    assert "lr_scale" not in state
+    state["step"] = 400
+    assert guard.check(19.0, state, steps=100)           # > 3x the best full window
+    assert state["step"] == 300 and state["lr_scale"] == 0.5
+    assert guard.check(float("nan"), state, steps=1)     # non-finite: judged however short
+    assert state["lr_scale"] == 0.25

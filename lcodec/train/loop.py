@@ -113,17 +113,26 @@ class DivergenceGuard:
     and never come back (measured here twice at lr 1e-3: PSNR fell from 22 dB to below 0 dB).
     Every logging window, a copy of the model and optimizer is kept when the window's mean
     loss is within 1.5x of the best window so far; a window above 3x the best restores that
-    copy, halves ``state["lr_scale"]`` and counts a rollback.
+    copy, halves ``state["lr_scale"]`` and counts a rollback. A finite window shorter than
+    ``min_steps`` (the first one after a resume ends at the next multiple of the logging
+    interval, possibly one step later) is not judged: one step's loss can be far below the
+    mean, and judging later windows against it rolled back a healthy resumed run.
     """
 
-    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, min_steps: int = 1) -> None:
         self._copy = copy.deepcopy
         self.model, self.opt = model, opt
+        self.min_steps = min_steps
         self.best = math.inf
         self.saved = None
 
-    def check(self, window_loss: float, state: dict) -> bool:
-        if not math.isfinite(window_loss) or (self.saved and window_loss > 3 * self.best):
+    def check(self, window_loss: float, state: dict, steps: int | None = None) -> bool:
+        """Judge a logging window of ``steps`` steps (default: a full one) with mean loss
+        ``window_loss``; return whether the model was rolled back."""
+        finite = math.isfinite(window_loss)
+        if finite and steps is not None and steps < self.min_steps:
+            return False
+        if not finite or (self.saved and window_loss > 3 * self.best):
             if self.saved is None:
                 return False
             model_state, opt_state, step = self.saved
@@ -530,7 +539,7 @@ def train(cfg: TrainConfig) -> Path:
                     "config_json": config_json, **extra}, tmp)
         os.replace(tmp, ckpt_path)
 
-    rollback = DivergenceGuard(model, opt)
+    rollback = DivergenceGuard(model, opt, min_steps=cfg.log_every)
     forward = CompiledForward(model, cfg.compile)
     t0 = time.time()
     cpu0 = time.process_time()
@@ -579,7 +588,7 @@ def train(cfg: TrainConfig) -> Path:
         state["wall_seconds"] = wall_base + time.time() - t0
         if state["step"] % cfg.log_every == 0:
             window_loss, at_step = acc["loss"] / acc["n"], state["step"]
-            if rollback.check(window_loss, state):
+            if rollback.check(window_loss, state, steps=acc["n"]):
                 print(f"step {at_step}: loss {window_loss:.1f} diverged; rolled back to step "
                       f"{state['step']}, lr scale {state['lr_scale']}", flush=True)
                 acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
