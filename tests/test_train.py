@@ -13,8 +13,8 @@ from lcodec.train.context import ContextTrainConfig, train_context
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
 from lcodec.models import DEFAULT_LAMBDAS, build_model
-from lcodec.train.loop import (DEFAULT_M, CompiledForward, TrainConfig, jpeg_points, level_weights, train,
-                               validate)
+from lcodec.train.loop import (DEFAULT_M, CompiledForward, DivergenceGuard, TrainConfig, jpeg_points,
+                               level_weights, train, validate)
 from lcodec.train.levels import check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.narrow import channel_activity, narrow_latents
@@ -639,8 +639,6 @@ def test_divergence_guard_skips_a_short_window_after_resume():
     """A one-step window (the first after a resume) with a low loss must not become the bar
     that later, normal windows are judged against; a full window 3x above the bar still
     rolls back and halves the lr."""
-    from lcodec.train.loop import DivergenceGuard
-
     model = torch.nn.Linear(2, 2)
     guard = DivergenceGuard(model, torch.optim.Adam(model.parameters()), min_steps=100)
     state = {"step": 100}

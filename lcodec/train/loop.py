@@ -126,11 +126,11 @@ class DivergenceGuard:
         self.best = math.inf
         self.saved = None
 
-    def check(self, window_loss: float, state: dict, steps: int | None = None) -> bool:
-        """Judge a logging window of ``steps`` steps (default: a full one) with mean loss
-        ``window_loss``; return whether the model was rolled back."""
+    def check(self, window_loss: float, state: dict, steps: int) -> bool:
+        """Judge a logging window of ``steps`` steps with mean loss ``window_loss``; return
+        whether the model was rolled back."""
         finite = math.isfinite(window_loss)
-        if finite and steps is not None and steps < self.min_steps:
+        if finite and steps < self.min_steps:
             return False
         if not finite or (self.saved and window_loss > 3 * self.best):
             if self.saved is None:
