@@ -20,7 +20,8 @@ from lcodec.models.context import anchor_mask, checkerboard_kernel_mask
 from lcodec.models.exact import quantize_model
 from lcodec.runtime.exact import ACT_FRAC_BITS, ACT_LIMIT, LEAKY_NUM, LEAKY_SHIFT, ExactContext
 from lcodec.train.export import export_checkpoint
-from lcodec.weights import find_entry, weights_dir
+from lcodec.train.kodak_probe import probe
+from lcodec.weights import find_entry, load_state_dict, weights_dir
 
 from .conftest import psnr, synthetic_photo
 
@@ -221,3 +222,65 @@ def test_context_files_are_deterministic_across_runs_and_threads(ctx_codec):
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(one, two)
+
+
+# -- training the context family end to end ------------------------------------------------------
+
+def _small_pair(correction_scale: float):
+    """A small perturbed hyperprior and a context model with its transforms and seeded
+    context networks whose last layer is scaled to ``correction_scale``."""
+    gen = torch.Generator().manual_seed(0)
+    hp = build_model("hyperprior", N=8, M=6)
+    ctx = build_model("context", N=8, M=6, context_channels=5, hidden=12, scale_floor=0.11)
+    with torch.no_grad():
+        for p in hp.parameters():
+            p += 0.05 * torch.randn(p.shape, generator=gen)
+        ctx.load_state_dict(hp.state_dict(), strict=False)
+        for p in list(ctx.context_prediction.parameters()) + list(ctx.entropy_parameters.parameters()):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        for p in ctx.entropy_parameters[-1].parameters():
+            p.mul_(correction_scale / 0.05)
+    return hp, ctx
+
+
+def _training_pass(model, x, level):
+    torch.manual_seed(1)  # the same quantization noise for both models
+    return model(x, level)
+
+
+def test_training_pass_with_zero_correction_is_the_hyperprior_pass():
+    hp, ctx = _small_pair(0.0)
+    x, level = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 7])
+    want, got = _training_pass(hp, x, level), _training_pass(ctx, x, level)
+    for key in ("x_hat", "y_likelihoods", "z_likelihoods"):
+        assert torch.allclose(got[key], want[key], atol=1e-6), key
+
+
+def test_training_pass_codes_the_non_anchors_with_the_context_and_reaches_the_transforms():
+    hp, ctx = _small_pair(0.5)
+    x, level = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2)), torch.tensor([3, 5])
+    want, got = _training_pass(hp, x, level), _training_pass(ctx, x, level)
+    a = anchor_mask(*got["y_likelihoods"].shape[2:])
+    assert torch.allclose(got["y_likelihoods"][:, :, a], want["y_likelihoods"][:, :, a])
+    assert not torch.allclose(got["y_likelihoods"][:, :, ~a], want["y_likelihoods"][:, :, ~a])
+    # the non-anchors' bits train the context networks and, through the anchors, the analysis
+    (-got["y_likelihoods"][:, :, ~a].log2().sum()).backward()
+    for p in (ctx.context_prediction.weight, ctx.entropy_parameters[0].weight, ctx.g_a[0].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_probe_counts_the_bits_the_context_codec_writes():
+    entry = find_entry("context")
+    model = build_model("context", **entry.config)
+    model.load_state_dict(load_state_dict(weights_dir() / entry.file))
+    pixels = synthetic_photo(384, 256, seed=6)
+    (point,) = probe(model, [pixels], levels=(6,))
+    data = Codec("cpu", model="context").encode_pixels(pixels, 3, 6.0)
+    coded = 8 * len(data) / pixels[:, :, 0].size
+    assert abs(point["bpp"] - coded) < 0.03 * coded
+    # the same transforms without the context networks: the hyperprior's estimate, higher
+    plain = build_model("hyperprior", **{k: v for k, v in entry.config.items()
+                                         if k not in ("context_channels", "hidden", "scale_floor")})
+    plain.load_state_dict(load_state_dict(weights_dir() / entry.file), strict=False)
+    (hyper,) = probe(plain, [pixels], levels=(6,))
+    assert hyper["psnr"] != point["psnr"] and hyper["bpp"] > point["bpp"]

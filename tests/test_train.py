@@ -652,3 +652,37 @@ def test_divergence_guard_skips_a_short_window_after_resume():
     assert state["step"] == 300 and state["lr_scale"] == 0.5
     assert guard.check(float("nan"), state, steps=1)     # non-finite: judged however short
     assert state["lr_scale"] == 0.25
+
+
+def test_train_context_family_end_to_end_from_a_hyperprior_resumes_and_exports(photos, tmp_path,
+                                                                               monkeypatch, capsys):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), family="context", crop=64, batch=2,
+               threads="1", compile="off", minutes=5.0, max_steps=3, init_from="hyperprior")
+    ckpt = train(TrainConfig(**cfg))
+    assert "the context networks start as none" in capsys.readouterr().out
+    saved = torch.load(ckpt, weights_only=True)
+    config = json.loads(saved["config_json"])
+    assert config["family"] == "context" and config["scale_floor"] == 0.11
+    shipped = load_state_dict(weights_dir() / find_entry("hyperprior").file)
+    # the transforms and the context networks both learn
+    assert not torch.equal(saved["model"]["g_a.0.weight"], shipped["g_a.0.weight"])
+    assert saved["model"]["entropy_parameters.4.weight"].abs().sum() > 0
+    train(TrainConfig(**{**cfg, "max_steps": 5}))  # resumes with its own context widths
+    state = json.loads(torch.load(ckpt, weights_only=True)["state_json"])
+    assert state["step"] == 5 and len(state["runs"]) == 2
+
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "context", folder=folder)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(128, 96, seed=3)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 6.0))
+    assert header.model_name == "context" and psnr(out, pixels) > 24
+
+
+def test_train_context_family_refuses_weights_that_are_not_a_whole_hyperprior(photos, tmp_path):
+    partial = load_state_dict(weights_dir() / find_entry("hyperprior").file)
+    del partial["h_s.4.bias"]
+    torch.save(partial, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="not a hyperprior of this architecture"):
+        train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "run"), family="context",
+                          threads="1", compile="off", minutes=0.0, init_from=str(tmp_path / "wrong.pt")))

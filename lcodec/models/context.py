@@ -12,9 +12,11 @@ The non-anchor parameters are the hyperprior's plus a learned correction::
     raw_nonanchor = h_s(z) + entropy_parameters(cat(h_s(z), context_prediction(anchors)))
 
 With the correction's last layer at zero the model *is* the hyperprior it extends; the
-family reuses the hyperprior's transforms (``g_a``, ``g_s``, ``h_a``, ``h_s``, gains, the
-density of ``z``) and only adds the context networks, trained on top of frozen hyperprior
-weights (:mod:`lcodec.train.context`). The codec runs an integer twin of the context
+family has the hyperprior's transforms (``g_a``, ``g_s``, ``h_a``, ``h_s``, gains, the
+density of ``z``) plus the context networks, trained either on top of frozen hyperprior
+weights (:mod:`lcodec.train.context`) or end to end with the transforms
+(:mod:`lcodec.train.loop`, whose training pass gets the non-anchors' parameters from
+:meth:`CheckerboardContext.entropy_params`). The codec runs an integer twin of the context
 networks (:class:`lcodec.models.exact.ExactContext`) so that encoder and decoder agree bit
 for bit.
 """
@@ -24,9 +26,11 @@ import torch
 from torch import nn
 
 from ..runtime.exact import anchor_mask as runtime_anchor_mask
+from .entropy_models import SCALE_BOUND, ste_round
 from .hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
 
 CONTEXT_KERNEL = 5
+CONTEXT_PREFIXES = ("context_", "entropy_parameters")  # the parameters the hyperprior has not
 
 
 def checkerboard_kernel_mask(kernel: int = CONTEXT_KERNEL) -> torch.Tensor:
@@ -92,6 +96,24 @@ class CheckerboardContext(MeanScaleHyperprior):
         ctx = nn.functional.conv2d(anchors, w, self.context_prediction.bias,
                                    padding=CONTEXT_KERNEL // 2)
         return hyper_raw + self.entropy_parameters(torch.cat([self.merge_input(hyper_raw), ctx], dim=1))
+
+    def entropy_params(self, y: torch.Tensor, hyper_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(means, scales)`` of every latent of ``y`` as the decoder will have them: the
+        hyperprior's at the anchors; at the non-anchors, those of :meth:`nonanchor_params`
+        given the anchors quantized as the codec does (``round(y - mean) + mean``,
+        straight-through, so training reaches ``g_a`` through them).
+
+        The non-anchor scales get a hard floor at the likelihood's bound (no gradient below
+        it): where the hyperprior's scale lies far below the bound, the noisy rate proxy
+        always asks for a larger scale, and passing that gradient through made the context
+        networks' training diverge (docs/model-card.md). The codec's scale table starts at
+        the bound, so the floor changes no coded bit.
+        """
+        means, scales = self.split_params(hyper_raw)
+        a = anchor_mask(y.shape[2], y.shape[3]).to(y.device)
+        anchors = torch.where(a, ste_round(y - means) + means, torch.zeros_like(y))
+        means2, scales2 = self.split_params(self.nonanchor_params(anchors, hyper_raw))
+        return torch.where(a, means, means2), torch.where(a, scales, scales2.clamp_min(SCALE_BOUND))
 
     def merge_input(self, hyper_raw: torch.Tensor) -> torch.Tensor:
         """The hyperprior parameters as the merging network sees them (see ``scale_floor``)."""

@@ -127,6 +127,12 @@ class MeanScaleHyperprior(nn.Module):
         scales, means = raw.chunk(2, dim=1)
         return means, scales
 
+    def entropy_params(self, y: torch.Tensor, hyper_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(means, scales)`` of every latent of ``y`` as the decoder will have them, given
+        ``hyper_raw``, the output of ``h_s``: here the hyperprior's alone (the ``context``
+        family also looks at the decoded neighbours). Training and the probe use it."""
+        return self.split_params(hyper_raw)
+
     def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         _, inv_gain = self.gains(quality)
         return self.g_s(y_hat * inv_gain.to(y_hat.dtype)) + 0.5
@@ -145,7 +151,7 @@ class MeanScaleHyperprior(nn.Module):
         y = self.g_a(x - 0.5).float() * gain
         z = self.h_a(y).float()
         z_lik = self.z_density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))
-        means, scales = self.hyper_synthesis(ste_round(z))
+        means, scales = self.entropy_params(y, self.h_s(ste_round(z)).float())
         means, scales = means.float(), scales.float()
         noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_lik = gaussian_likelihood(noisy - means, scales)

@@ -25,6 +25,11 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
               help="Wall-clock budget of this run (the lr decays over its last part).")
 @click.option("--max-steps", default=TrainConfig.max_steps, show_default=True, type=int,
               help="Also stop when the run reaches this step (0: no limit).")
+@click.option("--family", type=click.Choice(["hyperprior", "context"]), default=TrainConfig.family,
+              show_default=True,
+              help="'context' trains the checkerboard context networks together with the "
+                   "transforms (end to end); start it from context weights (--init-from context) "
+                   "or from a hyperprior (its context networks then start as none).")
 @click.option("--N", "N", default=TrainConfig.N, show_default=True, type=int)
 @click.option("--M", "M", default=TrainConfig.M, show_default=True, type=int,
               help="Latent channels (0: those of the checkpoint resumed or the weights started "

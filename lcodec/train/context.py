@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..models import build_model
-from ..models.context import anchor_mask
+from ..models.context import CONTEXT_PREFIXES, anchor_mask
 from ..models.hyperprior import default_hyper_hidden
 from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
 from .data import list_images, load_rgb, split_holdout
@@ -80,16 +80,10 @@ def nonanchor_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tenso
     with torch.no_grad():
         raw = model.h_s(torch.round(model.h_a(y)))
         means, scales = model.split_params(raw)
-        a = anchor_mask(y.shape[2], y.shape[3]).to(y.device)
-        anchors = torch.where(a, torch.round(y - means) + means, torch.zeros_like(y))
         hyper = -gaussian_likelihood(y + noise - means, scales).log2()
-    means2, scales2 = model.split_params(model.nonanchor_params(anchors, raw))
-    # A hard floor (no gradient below the bound), unlike the likelihood's own bound: where the
-    # hyperprior's scale lies far below the bound (hyperprior v3: -497), the noisy proxy always
-    # asks for a larger scale, and passing that gradient through drowned the useful signal
-    # and made the context networks' training diverge (docs/model-card.md).
-    ctx = -gaussian_likelihood(y + noise - means2, scales2.clamp_min(SCALE_BOUND)).log2()
-    na = ~a
+    means2, scales2 = model.entropy_params(y, raw)
+    ctx = -gaussian_likelihood(y + noise - means2, scales2).log2()
+    na = ~anchor_mask(y.shape[2], y.shape[3])
     return ctx[:, :, na].sum(), hyper[:, :, na].sum()
 
 
@@ -155,11 +149,11 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         config["scale_floor"] = cfg.scale_floor
     model = build_model(**config)
     missing = model.load_state_dict(base, strict=False).missing_keys
-    if any(not k.startswith(("context_", "entropy_parameters")) for k in missing):
+    if any(not k.startswith(CONTEXT_PREFIXES) for k in missing):
         raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")
     if cfg.context_from:
         source = load_state_dict(resolve_weights_file(cfg.context_from))
-        warm = {k: v for k, v in source.items() if k.startswith(("context_", "entropy_parameters"))}
+        warm = {k: v for k, v in source.items() if k.startswith(CONTEXT_PREFIXES)}
         if "context_prediction.weight" in warm and warm["context_prediction.weight"].shape[1] != M:
             from .transfer import match_latent_channels, transfer_context
             src = match_latent_channels(source, base)

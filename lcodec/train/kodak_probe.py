@@ -3,8 +3,9 @@
 ``python -m lcodec.train.kodak_probe CHECKPOINT [--kodak DIR] [--classical docs/bench/classical.json]
 [--ceiling] [--record docs/bench/campaign.json --label TEXT --prior-cpu-hours H]``
 
-Estimates, per quality level, the average bpp (the likelihoods' bits of ``y`` and ``z``:
-within about 0.5% of real range coding plus the container's ~60 bytes) and PSNR (8-bit
+Estimates, per quality level, the average bpp (the likelihoods' bits of ``y`` and ``z``, with
+a ``context`` model's parameters for its non-anchors: within about 0.5% of real range coding
+plus the container's ~60 bytes) and PSNR (8-bit
 RGB, rounded latents, as the decoder sees them) over every image, and the BD-rate of those
 points against the classical codecs cached by ``make bench``. It takes about a minute on two
 cores, against ~5 for a full ``make bench``, so training runs and recipe comparisons can be
@@ -51,7 +52,7 @@ def probe(model: torch.nn.Module, images: list[np.ndarray],
             x = torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255
             y = model.analysis(x.contiguous(memory_format=torch.channels_last), q)
             z = torch.round(model.hyper_analysis(y))
-            means, scales = model.hyper_synthesis(z)
+            means, scales = model.entropy_params(y, model.h_s(z))
             y_q = torch.round(y - means)
             bits = -(gaussian_likelihood(y_q, scales).log2().sum() + model.z_density.likelihood(z).log2().sum())
             bpps.append(float(bits) / (h * w))

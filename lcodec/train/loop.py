@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from ..models import DEFAULT_LAMBDAS, build_model
+from ..models.context import CONTEXT_PREFIXES
+from ..models.entropy_models import SCALE_BOUND
 from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
 from .levels import GAIN_KEYS, lambdas_of
@@ -417,6 +419,20 @@ def _levels(cfg: TrainConfig, resumed: dict, init: dict | None) -> tuple[float, 
     return DEFAULT_LAMBDAS
 
 
+def _context_arch(resumed: dict, init: dict | None) -> dict:
+    """The context networks' widths of a ``context`` run: the resumed run's; else those of
+    the initial weights when they have context networks; else the family's defaults (new
+    networks on a hyperprior). The merging network's scale floor is the likelihood's bound,
+    as in every context model since v2."""
+    if resumed:
+        return {k: resumed[k] for k in ("context_channels", "hidden", "scale_floor") if k in resumed}
+    arch = {"scale_floor": SCALE_BOUND}
+    if init is not None and "context_prediction.weight" in init:
+        arch["context_channels"] = init["context_prediction.weight"].shape[0]
+        arch["hidden"] = init["entropy_parameters.0.weight"].shape[0]
+    return arch
+
+
 def _same_levels(a, b) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(abs(x), abs(y)) for x, y in zip(a, b))
 
@@ -462,6 +478,8 @@ def train(cfg: TrainConfig) -> Path:
             hyper = list(widths)
     if hyper and tuple(hyper) != default_hyper_hidden(latent):
         arch["hyper_hidden"] = list(hyper)
+    if cfg.family == "context":
+        arch.update(_context_arch(resumed, init))
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(param_groups(model, cfg.gain_lr_mult), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
@@ -484,6 +502,12 @@ def train(cfg: TrainConfig) -> Path:
                 if was != now:
                     print(f"initialized from {cfg.init_from}, {name} widened from {was} to "
                           f"{now} channels", flush=True)
+        elif cfg.family == "context" and "context_prediction.weight" not in init:
+            keys = model.load_state_dict(init, strict=False)
+            if keys.unexpected_keys or any(not k.startswith(CONTEXT_PREFIXES) for k in keys.missing_keys):
+                raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")
+            print(f"initialized from {cfg.init_from}; the context networks start as none "
+                  "(their last layer at zero)", flush=True)
         else:
             model.load_state_dict(init)
             print(f"initialized from {cfg.init_from}", flush=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.context import CONTEXT_PREFIXES
 from .widen import latent_width
 
 
@@ -52,7 +53,7 @@ def narrow_latents(old: dict[str, torch.Tensor], keep: list[int]) -> dict[str, t
             t = t[idx]
         elif key in ("h_s.4.weight", "h_s.4.bias"):
             t = t[rows]
-        elif key.startswith(("context_", "entropy_parameters")):
+        elif key.startswith(CONTEXT_PREFIXES):
             raise ValueError("narrow a hyperprior, then train its context networks anew")
         out[key] = t.clone()
     return out

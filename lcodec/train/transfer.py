@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-CONTEXT_PREFIXES = ("context_", "entropy_parameters")
+from ..models.context import CONTEXT_PREFIXES
 
 
 def match_latent_channels(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor],
