@@ -62,12 +62,18 @@ def test_tiled_context_coding_costs_little(pixels):
     quality."""
     # -q 4: lambda 0.0081 with the levels of hyperprior v8 (about what -q 3 was before it);
     # at lower rates the per-tile framing is a larger share of a file this small.
+    # Both families pay the per-tile framing and the z of each tile's edge (hyperprior:
+    # ~11% here, at 64-px tiles); the context pays its borders on top: context v9, trained
+    # end to end, leans on its context more than v8 did (v8: < 15% in all, v9: ~17-18%).
     tiled = Codec("cpu", model="context", tile=64).encode_pixels(pixels, 3, 4.0)
     whole = Codec("cpu", model="context", tile=4096).encode_pixels(pixels, 3, 4.0)
     a, _ = Codec("cpu").decode_pixels(whole)
     b, _ = Codec("cpu").decode_pixels(tiled)
     assert abs(psnr(a, pixels) - psnr(b, pixels)) < 0.2
-    assert len(tiled) < 1.15 * len(whole)
+    hp_tiled = Codec("cpu", model="hyperprior", tile=64).encode_pixels(pixels, 3, 4.0)
+    hp_whole = Codec("cpu", model="hyperprior", tile=4096).encode_pixels(pixels, 3, 4.0)
+    assert len(tiled) / len(whole) < len(hp_tiled) / len(hp_whole) + 0.08
+    assert len(tiled) < 1.25 * len(whole)
 
 
 def test_synthesis_tiles_do_not_change_the_result(tiled):
