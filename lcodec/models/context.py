@@ -79,6 +79,17 @@ class CheckerboardContext(MeanScaleHyperprior):
         nn.init.zeros_(self.entropy_parameters[-1].weight)  # start as the plain hyperprior
         nn.init.zeros_(self.entropy_parameters[-1].bias)
 
+    def load_hyperprior(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load a hyperprior's weights (``state``), leaving the context networks as they are.
+
+        Raises:
+            ValueError: ``state`` lacks a parameter of this model's hyperprior part, or has
+                one this model does not (another architecture); ``source`` names it.
+        """
+        keys = self.load_state_dict(state, strict=False)
+        if keys.unexpected_keys or any(not k.startswith(CONTEXT_PREFIXES) for k in keys.missing_keys):
+            raise ValueError(f"{source} is not a hyperprior of this architecture")
+
     def context_layers(self) -> tuple[nn.Conv2d, nn.Sequential]:
         """The masked context convolution (mask applied) and the merging network, for export."""
         pred = nn.Conv2d(self.M, self.context_channels, CONTEXT_KERNEL, padding=CONTEXT_KERNEL // 2)

@@ -148,9 +148,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     if cfg.scale_floor is not None:
         config["scale_floor"] = cfg.scale_floor
     model = build_model(**config)
-    missing = model.load_state_dict(base, strict=False).missing_keys
-    if any(not k.startswith(CONTEXT_PREFIXES) for k in missing):
-        raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")
+    model.load_hyperprior(base, cfg.init_from)
     if cfg.context_from:
         source = load_state_dict(resolve_weights_file(cfg.context_from))
         warm = {k: v for k, v in source.items() if k.startswith(CONTEXT_PREFIXES)}

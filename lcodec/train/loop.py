@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from ..models import DEFAULT_LAMBDAS, build_model
-from ..models.context import CONTEXT_PREFIXES
 from ..models.entropy_models import SCALE_BOUND
 from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
@@ -503,9 +502,7 @@ def train(cfg: TrainConfig) -> Path:
                     print(f"initialized from {cfg.init_from}, {name} widened from {was} to "
                           f"{now} channels", flush=True)
         elif cfg.family == "context" and "context_prediction.weight" not in init:
-            keys = model.load_state_dict(init, strict=False)
-            if keys.unexpected_keys or any(not k.startswith(CONTEXT_PREFIXES) for k in keys.missing_keys):
-                raise ValueError(f"{cfg.init_from} is not a hyperprior of this architecture")
+            model.load_hyperprior(init, cfg.init_from)
             print(f"initialized from {cfg.init_from}; the context networks start as none "
                   "(their last layer at zero)", flush=True)
         else:
