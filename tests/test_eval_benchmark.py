@@ -141,3 +141,14 @@ def test_campaign_section_lists_every_checkpoint(tmp_path):
     assert "| v1 | 2026-11-22 | 100 | 1.00 | +80.0% | +180.0% |" in md
     assert "| v2 | 2026-11-23 | 300 | 2.00 | +40.0% | - |" in md
     assert "vs avif-s6" not in md  # no entry has it
+
+
+def test_machine_line_names_the_cpu_simd():
+    """The report says which SIMD the CPU has: speed differs by ~2x between the same-named
+    "AMD EPYC" machines with and without AVX-512."""
+    assert benchmark.vector_extensions({"avx2", "avx512f", "avx512_bf16"}) == "AVX-512 with BF16"
+    assert benchmark.vector_extensions({"avx2", "avx512f"}) == "AVX-512"
+    assert benchmark.vector_extensions({"avx2", "fma"}) == "AVX2"
+    assert benchmark.vector_extensions({"sse4_2"}) == "no AVX2"
+    line = benchmark.machine()
+    assert "cores" in line and "torch" in line
