@@ -89,17 +89,16 @@ class CodecPipeline:
     def refine(self, pixels: np.ndarray, quality: float, tile: Rect, y_full: np.ndarray,
                hyper_raw: np.ndarray, steps: int) -> None:
         """Replace the latents of ``tile`` in ``y_full`` by refined ones
-        (:func:`lcodec.models.refine.refine_latents`), given the tile's exact hyperprior
-        parameters. Each tile is refined on its own pixels (the synthesis of the tile alone),
+        (:func:`lcodec.models.refine.refine_latents`), given the tile's exact raw hyperprior
+        parameters (a context model adds its own for the non-anchors). Each tile is refined on its own pixels (the synthesis of the tile alone),
         so memory stays bounded by the tile size."""
         lat = tile.scaled(LATENT_STRIDE)
         h, w = pixels.shape[:2]
         valid = None
         if tile.y1 > h or tile.x1 > w:  # padding beyond the image does not count
             valid = (min(tile.y1, h) - tile.y0, min(tile.x1, w) - tile.x0)
-        scales, means = np.split(hyper_raw, 2, axis=1)  # the layout of split_params
         y = y_full[None, :, lat.y0:lat.y1, lat.x0:lat.x1]
-        refined = self._refine_transforms().refine(self._window(pixels, tile), y, means, scales,
+        refined = self._refine_transforms().refine(self._window(pixels, tile), y, hyper_raw,
                                                    quality, steps, valid)
         y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = refined[0]
 

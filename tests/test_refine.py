@@ -17,28 +17,30 @@ from lcodec.weights import load_model
 from .conftest import psnr, synthetic_photo
 
 
-def _rd_loss(model, x, y, means, scales, quality):
+def _rd_loss(model, x, y, hyper_raw, quality):
+    """The loss refinement minimizes, with the parameters the decoder will have."""
     with torch.no_grad():
+        means, scales = model.entropy_params(y, hyper_raw)
         sym = torch.round(y - means)
         mse = (model.synthesis(sym + means, quality) - x).pow(2).mean()
         bits = -gaussian_likelihood(sym, scales).log2().sum()
     return float(model.rd_lambda(quality) * 255 ** 2 * mse + bits / (x.shape[2] * x.shape[3]))
 
 
+@pytest.mark.parametrize("family", ["hyperprior", "context"])
 @pytest.mark.parametrize("quality", [1.0, 6.0])
-def test_refined_latents_have_a_lower_loss_than_the_analysis_output(quality):
-    model = load_model("hyperprior").model
+def test_refined_latents_have_a_lower_loss_than_the_analysis_output(family, quality):
+    model = load_model(family).model
     x = torch.from_numpy(synthetic_photo(128, 128, seed=3)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         y = model.analysis(x, quality)
-        z = torch.round(model.hyper_analysis(y))
-        means, scales = model.hyper_synthesis(z)
-    refined = refine_latents(model, x, y, means, scales, quality, iterations=8)
+        hyper_raw = model.h_s(torch.round(model.hyper_analysis(y)))
+    refined = refine_latents(model, x, y, hyper_raw, quality, iterations=8)
     assert refined.shape == y.shape
-    before = _rd_loss(model, x, y, means, scales, quality)
-    after = _rd_loss(model, x, refined, means, scales, quality)
+    before = _rd_loss(model, x, y, hyper_raw, quality)
+    after = _rd_loss(model, x, refined, hyper_raw, quality)
     assert after < before
-    assert refine_latents(model, x, y, means, scales, quality, iterations=0) is y
+    assert refine_latents(model, x, y, hyper_raw, quality, iterations=0) is y
     assert all(p.grad is None for p in model.parameters())
 
 

@@ -51,7 +51,7 @@ class TorchTransforms:
         with torch.inference_mode():
             return self._numpy(self.model.synthesis(self._tensor(y_hat), quality))
 
-    def refine(self, pixels: np.ndarray, y: np.ndarray, means: np.ndarray, scales: np.ndarray,
+    def refine(self, pixels: np.ndarray, y: np.ndarray, hyper_raw: np.ndarray,
                quality: float, steps: int, valid: tuple[int, int] | None = None) -> np.ndarray:
         """:func:`lcodec.models.refine.refine_latents` on numpy arrays: a better latent for the
         ``(H, W, 3)`` uint8 ``pixels`` of one tile; ``valid = (h, w)`` limits the pixels
@@ -61,6 +61,6 @@ class TorchTransforms:
         if valid is not None:
             weight = torch.zeros((1, 1, *pixels.shape[:2]), dtype=self.dtype, device=self.device)
             weight[..., :valid[0], :valid[1]] = 1
-        refined = refine_latents(self.model, x, self._tensor(y), self._tensor(means),
-                                 self._tensor(scales), quality, steps, weight)
+        refined = refine_latents(self.model, x, self._tensor(y), self._tensor(hyper_raw),
+                                 quality, steps, weight)
         return self._numpy(refined)
