@@ -90,8 +90,9 @@ class CodecPipeline:
                hyper_raw: np.ndarray, steps: int) -> None:
         """Replace the latents of ``tile`` in ``y_full`` by refined ones
         (:func:`lcodec.models.refine.refine_latents`), given the tile's exact raw hyperprior
-        parameters (a context model adds its own for the non-anchors). Each tile is refined on its own pixels (the synthesis of the tile alone),
-        so memory stays bounded by the tile size."""
+        parameters (a context model adds its own for the non-anchors). Each tile is refined
+        on its own pixels (the synthesis of the tile alone), so memory stays bounded by the
+        tile size."""
         lat = tile.scaled(LATENT_STRIDE)
         h, w = pixels.shape[:2]
         valid = None
