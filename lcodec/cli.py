@@ -25,7 +25,7 @@ from .errors import LcodecError
 
 # Commands living in other modules: name -> (module:attribute, one-line help).
 LAZY_COMMANDS = {
-    "train": ("lcodec.train.__main__:train_command", "Train a variable-rate model on the CPU."),
+    "train": ("lcodec.train.__main__:train_command", "Train a variable-rate model (CPU or CUDA)."),
     "train-context": ("lcodec.train.__main__:train_context_command",
                       "Train the checkerboard context model on top of hyperprior weights."),
     "eval": ("lcodec.eval.commands:eval_command", "Rate-distortion evaluation against other codecs."),

@@ -686,3 +686,55 @@ def test_train_context_family_refuses_weights_that_are_not_a_whole_hyperprior(ph
     with pytest.raises(ValueError, match="not a hyperprior of this architecture"):
         train(TrainConfig(data=str(photos), run_dir=str(tmp_path / "run"), family="context",
                           threads="1", compile="off", minutes=0.0, init_from=str(tmp_path / "wrong.pt")))
+
+
+def test_train_records_the_device_it_ran_on_and_resumes_with_adam_state_on_it(photos, tmp_path):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=5.0, max_steps=3, crop=64,
+               batch=2, threads="1", compile="off", device="auto")
+    ckpt = train(TrainConfig(**cfg))
+    ck = torch.load(ckpt, weights_only=True)
+    state = json.loads(ck["state_json"])
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert state["runs"][0]["device"].startswith(expected)
+    assert ("gpu_seconds" in state) == (expected == "cuda")
+    assert ck["optimizer"]["state"], "Adam's moments are saved"
+    train(TrainConfig(**{**cfg, "max_steps": 5}))  # the moments come back onto the model's device
+    assert json.loads(torch.load(ckpt, weights_only=True)["state_json"])["step"] == 5
+
+
+def test_moving_the_optimizer_state_keeps_adam_moments_and_step_counts():
+    from lcodec.train.loop import move_optimizer_state
+
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    layer(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[layer.weight].items()}
+    move_optimizer_state(opt)
+    after = opt.state[layer.weight]
+    assert after["exp_avg"].device == layer.weight.device
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    opt.step()  # and the optimizer still steps
+
+
+def test_bf16_autocast_setting():
+    from lcodec.train.loop import cpu_has_native_bf16, use_bf16_autocast
+
+    cpu = torch.device("cpu")
+    assert use_bf16_autocast("on", cpu) and not use_bf16_autocast("off", cpu)
+    assert use_bf16_autocast("auto", cpu) == cpu_has_native_bf16()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_train_on_cuda_without_a_gpu_fails_in_one_line_before_writing(photos, tmp_path):
+    from click.testing import CliRunner
+
+    from lcodec.train.__main__ import train_command
+
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(train_command, ["--data", str(photos), "--run-dir", str(run_dir),
+                                                "--device", "cuda", "--minutes", "0.01"])
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert "cuda" in message and "use --device cpu or auto" in message and len(message.splitlines()) == 1
+    assert not run_dir.exists()

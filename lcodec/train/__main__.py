@@ -61,8 +61,11 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--decay-frac", default=TrainConfig.decay_frac, show_default=True, type=float)
 @click.option("--threads", default=TrainConfig.threads, show_default=True,
               help="Torch threads, or 'auto' to measure and pick.")
+@click.option("--device", default=TrainConfig.device, show_default=True,
+              help="auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N.")
 @click.option("--bf16", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="bf16 autocast; 'auto' uses it only where the CPU has native bf16.")
+              help="bf16 autocast; 'auto' uses it on a GPU that supports it, and on a CPU only "
+                   "where it has native bf16.")
 @click.option("--compile", type=click.Choice(["auto", "on", "off"]), default=TrainConfig.compile,
               show_default=True,
               help="torch.compile the training step; 'auto' falls back to eager mode if it fails.")
@@ -84,8 +87,13 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
               help="After training, export weights/<NAME>.pt and record it in the manifest: the "
                    "run's best.pt (best held-out BD-rate) when there is one, else its last state.")
 def train_command(export_name: str | None, **kwargs) -> None:
-    """Train a variable-rate model on the CPU (bf16 autocast, resumable)."""
-    ckpt = train(TrainConfig(**kwargs))
+    """Train a variable-rate model on the CPU or a CUDA GPU (resumable)."""
+    from ..errors import DeviceError
+
+    try:
+        ckpt = train(TrainConfig(**kwargs))
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from None
     if export_name:
         from .export import export_checkpoint
         best = ckpt.with_name("best.pt")

@@ -42,6 +42,7 @@ def probe(model: torch.nn.Module, images: list[np.ndarray],
     """Average estimated bpp and PSNR per quality level; with ``ceiling`` also
     ``psnr_unquantized``, the PSNR of the synthesis of the unrounded latents."""
     model.eval()
+    device = next(model.parameters()).device
     points = []
     for q in levels:
         bpps, psnrs, ceilings = [], [], []
@@ -49,7 +50,7 @@ def probe(model: torch.nn.Module, images: list[np.ndarray],
             h, w = im.shape[:2]
             ph, pw = -(-h // 64) * 64, -(-w // 64) * 64
             padded = np.pad(im, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-            x = torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255
+            x = torch.from_numpy(padded).permute(2, 0, 1)[None].float().to(device) / 255
             y = model.analysis(x.contiguous(memory_format=torch.channels_last), q)
             z = torch.round(model.hyper_analysis(y))
             means, scales = model.entropy_params(y, model.h_s(z))
@@ -69,7 +70,7 @@ def probe(model: torch.nn.Module, images: list[np.ndarray],
 def _psnr(x_hat: torch.Tensor, im: np.ndarray) -> float:
     """PSNR of a padded synthesis output against the 8-bit image ``im``, cropped and rounded."""
     h, w = im.shape[:2]
-    x8 = torch.round(x_hat[0, :, :h, :w].clamp(0, 1) * 255).permute(1, 2, 0).numpy()
+    x8 = torch.round(x_hat[0, :, :h, :w].clamp(0, 1) * 255).permute(1, 2, 0).cpu().numpy()
     mse = float(np.mean((x8 - im.astype(np.float64)) ** 2))
     return 10 * math.log10(255 ** 2 / max(mse, 1e-10))
 
@@ -105,6 +106,7 @@ def record_result(history: Path, checkpoint: Path, label: str, prior_cpu_hours: 
     entries = json.loads(history.read_text()) if history.exists() else []
     entries.append({"label": label, "date": dt.date.today().isoformat(), "steps": state.get("step"),
                     "cpu_hours": round(state.get("cpu_seconds", 0.0) / 3600 + prior_cpu_hours, 3),
+                    **({"gpu_hours": round(state["gpu_seconds"] / 3600, 3)} if "gpu_seconds" in state else {}),
                     "images": result["images"], "points": result["points"],
                     "bd_rate_pct": result["bd_rate_pct"]})
     history.write_text(json.dumps(entries, indent=1) + "\n")
@@ -122,8 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--label", default="", help="what the recorded checkpoint is")
     ap.add_argument("--prior-cpu-hours", type=float, default=0.0,
                     help="CPU-hours spent before the checkpoint's own run history")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = ap.parse_args(argv)
-    model = load_checkpoint_model(args.checkpoint)
+    from ..device import select_device
+
+    model = load_checkpoint_model(args.checkpoint).to(select_device(args.device).torch())
     images = [load_rgb(p) for p in list_images(args.kodak)]
     points = probe(model, images, ceiling=args.ceiling)
     rates = [p["bpp"] for p in points]

@@ -1,8 +1,10 @@
 """The resumable training loop of the variable-rate models.
 
 Each step draws a batch of random crops and gives every crop a random quality level; the loss
-is ``mean(lambda_level * 255^2 * MSE + bpp)``. Tensors are channels-last. bf16 autocast is used
-only where the CPU has native bf16 arithmetic (AVX512_BF16 or AMX): measured on an AVX-512 CPU
+is ``mean(lambda_level * 255^2 * MSE + bpp)``. Tensors are channels-last. Training runs on the
+CPU or, with ``--device cuda`` (or ``auto`` where torch sees a GPU), on a CUDA GPU; crops are
+sampled on the CPU either way. bf16 autocast is used on CUDA GPUs that support it, and on CPUs
+only where they have native bf16 arithmetic (AVX512_BF16 or AMX): measured on an AVX-512 CPU
 without it, bf16 convolutions ran 4x *slower* than fp32. The probability models stay float32.
 
 State (model, optimizer, step, CPU seconds, RNG) is checkpointed to ``RUN_DIR/checkpoint.pt``
@@ -62,6 +64,7 @@ class TrainConfig:
     bf16: str = "auto"           # "auto" (if the CPU has native bf16), "on", "off"
     level_weighting: str = "none"  # "none", "normalized" or "sqrt" (see level_weights)
     compile: str = "auto"        # torch.compile the training forward: "auto" (fall back), "on", "off"
+    device: str = "auto"         # "auto" (CUDA when torch sees a GPU), "cpu", "cuda" or "cuda:N"
     extra: dict = field(default_factory=dict)
 
 
@@ -242,7 +245,8 @@ def level_weights(level: torch.Tensor, per_item: torch.Tensor, state: dict, mode
     seen = [e for e in ema if e > 0]
     mean = sum(seen) / len(seen)
     power = 1.0 if mode == "normalized" else 0.5
-    return torch.tensor([(mean / ema[k]) ** power for k in level.tolist()], dtype=per_item.dtype)
+    return torch.tensor([(mean / ema[k]) ** power for k in level.tolist()], dtype=per_item.dtype,
+                        device=per_item.device)
 
 
 def rd_terms(out: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -436,8 +440,28 @@ def _same_levels(a, b) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(abs(x), abs(y)) for x, y in zip(a, b))
 
 
+def use_bf16_autocast(setting: str, device: torch.device) -> bool:
+    """Whether the training forward runs under bf16 autocast: ``on``, ``off``, or ``auto``:
+    on a CUDA GPU with bf16 support, or a CPU with native bf16 arithmetic."""
+    if setting != "auto":
+        return setting == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+def move_optimizer_state(opt: torch.optim.Optimizer) -> None:
+    """Put the optimizer's state (Adam's moments) on its parameters' device, after the model
+    has moved: reloading the state dict casts each tensor as the optimizer expects (Adam keeps
+    its step counts on the CPU unless ``capturable``)."""
+    opt.load_state_dict(opt.state_dict())
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training for ``cfg.minutes``; return the checkpoint path."""
+    from ..device import select_device
+
+    device = select_device(cfg.device).torch()  # DeviceError before anything is written
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -508,7 +532,8 @@ def train(cfg: TrainConfig) -> Path:
         else:
             model.load_state_dict(init)
             print(f"initialized from {cfg.init_from}", flush=True)
-    model = model.to(memory_format=torch.channels_last).train()
+    model = model.to(device=device, memory_format=torch.channels_last).train()
+    move_optimizer_state(opt)
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
     if average is not None and ck is not None:  # the run's average goes on (or starts there)
         average.model.load_state_dict(ck.get("average", ck["model"]))
@@ -523,14 +548,15 @@ def train(cfg: TrainConfig) -> Path:
     val_jpeg = jpeg_points(val_crops)
     lambdas = model.lambdas
     gen = torch.Generator().manual_seed(cfg.seed + state["step"])
-    tuner = ThreadTuner(cfg.threads)
+    # On a GPU the host threads only sample crops: no thread count to tune.
+    tuner = ThreadTuner("1" if device.type != "cpu" and cfg.threads == "auto" else cfg.threads)
     log = (run_dir / "log.jsonl").open("a")
     run_record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_step": state["step"],
                   "config": {k: v for k, v in asdict(cfg).items() if k != "extra"}}
     state["runs"].append(run_record)
 
-    use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and cpu_has_native_bf16())
-    run_record["bf16"] = use_bf16
+    use_bf16 = use_bf16_autocast(cfg.bf16, device)
+    run_record.update(bf16=use_bf16, device=str(device))
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
@@ -565,6 +591,7 @@ def train(cfg: TrainConfig) -> Path:
     t0 = time.time()
     cpu0 = time.process_time()
     cpu_base, wall_base = state["cpu_seconds"], state["wall_seconds"]
+    gpu_base = state.get("gpu_seconds", 0.0)
     last_ckpt = t0
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
     while (not stop["flag"] and time.time() - t0 < cfg.minutes * 60
@@ -574,9 +601,9 @@ def train(cfg: TrainConfig) -> Path:
         lr = _lr_at(cfg, step, time.time() - t0) * state.get("lr_scale", 1.0)
         for g in opt.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)
-        x = sampler.batch(cfg.batch)
-        level = torch.randint(0, len(lambdas), (cfg.batch,), generator=gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        x = sampler.batch(cfg.batch).to(device, non_blocking=True)
+        level = torch.randint(0, len(lambdas), (cfg.batch,), generator=gen).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             noise = time.time() - t0 < cfg.minutes * 60 * (1 - cfg.ste_frac)
             out = forward(x, level, decoder_noise=noise)
         bpp, mse = rd_terms(out, x)
@@ -607,6 +634,8 @@ def train(cfg: TrainConfig) -> Path:
         acc["n"] += 1
         state["cpu_seconds"] = cpu_base + time.process_time() - cpu0
         state["wall_seconds"] = wall_base + time.time() - t0
+        if device.type == "cuda":  # GPU time, apart from the CPU-hours of CPU runs
+            state["gpu_seconds"] = gpu_base + time.time() - t0
         if state["step"] % cfg.log_every == 0:
             window_loss, at_step = acc["loss"] / acc["n"], state["step"]
             if rollback.check(window_loss, state, steps=acc["n"]):
@@ -617,6 +646,7 @@ def train(cfg: TrainConfig) -> Path:
             n = acc.pop("n")
             rec = {"step": state["step"], "lr": round(lr, 7), "threads": tuner.active,
                    "cpu_h": round(state["cpu_seconds"] / 3600, 4),
+                   **({"gpu_h": round(state["gpu_seconds"] / 3600, 4)} if "gpu_seconds" in state else {}),
                    **{k: round(v / n, 4) for k, v in acc.items()}}
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
             if state["step"] % cfg.validate_every == 0:
