@@ -741,3 +741,12 @@ def test_train_on_cuda_without_a_gpu_fails_in_one_line_before_writing(photos, tm
     message = result.output.strip()
     assert "cuda" in message and "use --device cpu or auto" in message and len(message.splitlines()) == 1
     assert not run_dir.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_probe_on_cuda_without_a_gpu_is_a_usage_error(tmp_path, capsys):
+    from lcodec.train.kodak_probe import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "none.pt"), "--device", "cuda"])
+    assert exit_info.value.code == 2 and "use --device cpu or auto" in capsys.readouterr().err

@@ -104,10 +104,11 @@ def record_result(history: Path, checkpoint: Path, label: str, prior_cpu_hours: 
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = json.loads(ck.get("state_json", "{}"))
     entries = json.loads(history.read_text()) if history.exists() else []
-    entries.append({"label": label, "date": dt.date.today().isoformat(), "steps": state.get("step"),
-                    "cpu_hours": round(state.get("cpu_seconds", 0.0) / 3600 + prior_cpu_hours, 3),
-                    **({"gpu_hours": round(state["gpu_seconds"] / 3600, 3)} if "gpu_seconds" in state else {}),
-                    "images": result["images"], "points": result["points"],
+    entry = {"label": label, "date": dt.date.today().isoformat(), "steps": state.get("step"),
+             "cpu_hours": round(state.get("cpu_seconds", 0.0) / 3600 + prior_cpu_hours, 3)}
+    if "gpu_seconds" in state:  # a run (partly) trained on a GPU
+        entry["gpu_hours"] = round(state["gpu_seconds"] / 3600, 3)
+    entries.append({**entry, "images": result["images"], "points": result["points"],
                     "bd_rate_pct": result["bd_rate_pct"]})
     history.write_text(json.dumps(entries, indent=1) + "\n")
 
@@ -127,8 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = ap.parse_args(argv)
     from ..device import select_device
+    from ..errors import DeviceError
 
-    model = load_checkpoint_model(args.checkpoint).to(select_device(args.device).torch())
+    try:
+        device = select_device(args.device).torch()
+    except DeviceError as exc:
+        ap.error(str(exc))
+    model = load_checkpoint_model(args.checkpoint).to(device)
     images = [load_rgb(p) for p in list_images(args.kodak)]
     points = probe(model, images, ceiling=args.ceiling)
     rates = [p["bpp"] for p in points]

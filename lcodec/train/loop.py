@@ -61,7 +61,7 @@ class TrainConfig:
     validate_every: int = 1000
     init_from: str | None = None  # shipped weights to start from: a .pt file or a manifest name
     seed: int = 0
-    bf16: str = "auto"           # "auto" (if the CPU has native bf16), "on", "off"
+    bf16: str = "auto"           # "auto" (a GPU with bf16, or a CPU with native bf16), "on", "off"
     level_weighting: str = "none"  # "none", "normalized" or "sqrt" (see level_weights)
     compile: str = "auto"        # torch.compile the training forward: "auto" (fall back), "on", "off"
     device: str = "auto"         # "auto" (CUDA when torch sees a GPU), "cpu", "cuda" or "cuda:N"
@@ -645,9 +645,10 @@ def train(cfg: TrainConfig) -> Path:
                 continue
             n = acc.pop("n")
             rec = {"step": state["step"], "lr": round(lr, 7), "threads": tuner.active,
-                   "cpu_h": round(state["cpu_seconds"] / 3600, 4),
-                   **({"gpu_h": round(state["gpu_seconds"] / 3600, 4)} if "gpu_seconds" in state else {}),
-                   **{k: round(v / n, 4) for k, v in acc.items()}}
+                   "cpu_h": round(state["cpu_seconds"] / 3600, 4)}
+            if "gpu_seconds" in state:
+                rec["gpu_h"] = round(state["gpu_seconds"] / 3600, 4)
+            rec.update({k: round(v / n, 4) for k, v in acc.items()})
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
             if state["step"] % cfg.validate_every == 0:
                 reference = state.get("reference")
