@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 KODAK  ?= ../shared/data/kodak
 TRAIN  ?= ../shared/data/train
 
-.PHONY: setup demo test bench train train-context fuzz clean
+.PHONY: setup demo test bench train train-hyperprior train-context fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,15 +36,24 @@ FUZZ_SECONDS ?= 600
 fuzz: setup
 	OMP_NUM_THREADS=1 $(BIN)/python tests/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS)
 
-# One session of the weights campaign (see docs/model-card.md): resumes runs/hyperprior if it
-# has a checkpoint, else starts from the newest shipped hyperprior; exports the next version.
-# The widths (M, Na, Ns) are those of the weights it starts from; the recipe is runs 30-31's (v9).
+# One session of the weights campaign (see docs/model-card.md): the default `context` model
+# trained end to end. Resumes runs/context with its optimizer state when it has a checkpoint
+# (keep that folder between sessions), else starts from the newest shipped context weights;
+# exports best.pt as the next version when it ends (probe it on Kodak before committing it).
+# The recipe is runs 36-38's (context v10, v11).
+CAMPAIGN_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 \
+  --lr 1e-4 --warmup 300 --ema 0.999 --validate-every 500
 train: setup
+	$(BIN)/lcodec train --family context --data $(TRAIN) --run-dir runs/context --init-from context \
+	  $(CAMPAIGN_FLAGS) --decay-frac 0.35 --minutes 80 --export context
+
+# The plain hyperprior's transforms alone (runs 30-31's recipe, hyperprior v9 and v10).
+train-hyperprior: setup
 	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --init-from hyperprior \
 	  --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 --lr 1e-4 --decay-frac 0.15 \
 	  --ema 0.999 --validate-every 500 --minutes 110 --export hyperprior
 
-# The context model on top of the newest shipped hyperprior (its transforms stay frozen).
+# Context networks alone on top of the newest shipped hyperprior (its transforms stay frozen).
 train-context: setup
 	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context --minutes 40 --export context
 
