@@ -40,7 +40,7 @@ fuzz: setup
 # trained end to end. Resumes runs/context with its optimizer state when it has a checkpoint
 # (keep that folder between sessions), else starts from the newest shipped context weights;
 # exports best.pt as the next version when it ends (probe it on Kodak before committing it).
-# The recipe is runs 36-38's (context v10, v11).
+# The recipe is runs 36-39's (context v10 and its successors).
 CAMPAIGN_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 \
   --lr 1e-4 --warmup 300 --ema 0.999 --validate-every 500
 train: setup
@@ -50,12 +50,11 @@ train: setup
 # The plain hyperprior's transforms alone (runs 30-31's recipe, hyperprior v9 and v10).
 train-hyperprior: setup
 	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --init-from hyperprior \
-	  --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 --lr 1e-4 --decay-frac 0.15 \
-	  --ema 0.999 --validate-every 500 --minutes 110 --export hyperprior
+	  $(CAMPAIGN_FLAGS) --decay-frac 0.15 --minutes 110 --export hyperprior
 
 # Context networks alone on top of the newest shipped hyperprior (its transforms stay frozen).
 train-context: setup
-	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context --minutes 40 --export context
+	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context-networks --minutes 40 --export context
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out.lc demo-out.png .pytest_cache
