@@ -40,7 +40,7 @@ fuzz: setup
 # trained end to end. Resumes runs/context with its optimizer state when it has a checkpoint
 # (keep that folder between sessions), else starts from the newest shipped context weights;
 # exports best.pt as the next version when it ends (probe it on Kodak before committing it).
-# The recipe is runs 36-39's (context v10 and its successors).
+# The recipe is runs 36-39's (context v10 and v11).
 CAMPAIGN_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 \
   --lr 1e-4 --warmup 300 --ema 0.999 --validate-every 500
 train: setup
