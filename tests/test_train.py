@@ -429,6 +429,25 @@ def test_weight_average_follows_the_iterates_and_is_what_best_pt_holds(photos, t
     assert all(torch.equal(started["model"][k], resumed["average"][k]) for k in resumed["average"])
 
 
+def test_a_run_validates_its_last_weights_once(photos, tmp_path):
+    run = tmp_path / "run"
+    cfg = dict(data=str(photos), run_dir=str(run), minutes=5.0, crop=64, batch=2, threads="1",
+               compile="off", init_from="hyperprior", validate_every=2, log_every=1)
+
+    def validated_steps() -> list[int]:
+        logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        return [r["step"] for r in logged if "val" in r]
+
+    train(TrainConfig(**cfg, max_steps=3))  # stops between two validations: step 3 is validated
+    assert validated_steps() == [2, 3]
+    assert json.loads(torch.load(run / "checkpoint.pt", weights_only=True)["state_json"])[
+        "best_step"] in (2, 3)
+    train(TrainConfig(**cfg, max_steps=4))  # ends on a validation step: not validated twice
+    assert validated_steps() == [2, 3, 4]
+    train(TrainConfig(**cfg, max_steps=4))  # no step taken: nothing new to validate
+    assert validated_steps() == [2, 3, 4]
+
+
 def test_export_keeps_another_model_as_the_default(tmp_path):
     folder = tmp_path / "weights"
     folder.mkdir()

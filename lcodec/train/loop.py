@@ -587,6 +587,21 @@ def train(cfg: TrainConfig) -> Path:
         os.replace(tmp, ckpt_path)
 
     rollback = DivergenceGuard(model, opt, min_steps=cfg.log_every)
+    last_validated = {"step": state["step"]}
+
+    def validate_into(rec: dict) -> None:
+        """Put the held-out scores of the average (and of the current iterate) into ``rec``
+        and keep ``best.pt``."""
+        reference = state.get("reference")
+        rec["val"] = validate(shipped, val_crops, val_jpeg, reference)
+        if reference is None and "best_bd_jpeg" not in state:  # a new run's first
+            state["reference"] = reference = rec["val"]["points"]
+            rec["val"]["bd_ref"] = 0.0
+        if average is not None:  # the current iterate too, to see what averaging gives
+            rec["val_current"] = validate(model, val_crops, val_jpeg, reference)
+        save_best(rec["val"])
+        last_validated["step"] = state["step"]
+
     forward = CompiledForward(model, cfg.compile)
     t0 = time.time()
     cpu0 = time.process_time()
@@ -651,19 +666,18 @@ def train(cfg: TrainConfig) -> Path:
             rec.update({k: round(v / n, 4) for k, v in acc.items()})
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
             if state["step"] % cfg.validate_every == 0:
-                reference = state.get("reference")
-                rec["val"] = validate(shipped, val_crops, val_jpeg, reference)
-                if reference is None and "best_bd_jpeg" not in state:  # a new run's first
-                    state["reference"] = reference = rec["val"]["points"]
-                    rec["val"]["bd_ref"] = 0.0
-                if average is not None:  # the current iterate too, to see what averaging gives
-                    rec["val_current"] = validate(model, val_crops, val_jpeg, reference)
-                save_best(rec["val"])
+                validate_into(rec)
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
             save()
             last_ckpt = time.time()
+    if not stop["flag"] and run_record["start_step"] < state["step"] != last_validated["step"]:
+        # The run's last weights, at the end of its lr decay, are usually its best: validate
+        # them too (best.pt may take them), unless the run was interrupted.
+        rec = {"step": state["step"], "final": True}
+        validate_into(rec)
+        log.write(json.dumps(rec) + "\n")
     save()
     log.close()
     print(f"stopped at step {state['step']}; {state['cpu_seconds'] / 3600:.2f} CPU-hours in total",
