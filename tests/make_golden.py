@@ -1,7 +1,9 @@
 """Write golden files for the newest weights of every installed model: ``python -m tests.make_golden``.
 
 Golden files are written once per (format version, model version) and then never changed:
-every later lcodec must decode them (tests/test_golden.py). Existing files are kept.
+every later lcodec must decode them (tests/test_golden.py). Existing files are kept. The
+source image of each case, the same for every model version, is kept once as
+``source-<case>.png``.
 """
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ def main() -> None:
         (HERE / f"{name}.lc").write_bytes(data)
         decoded = codec.decode(data)
         decoded.save(HERE / f"{name}.png")
-        Image.fromarray(pixels if not gray else pixels[:, :, 0]).save(HERE / f"{name}.source.png")
+        source = HERE / f"source-{suffix}.png"
+        if not source.exists():
+            Image.fromarray(pixels if not gray else pixels[:, :, 0]).save(source)
         index[name] = {"width": w, "height": h, "quality": q, "tile": tile or 0,
                        "mode": decoded.mode, "bytes": len(data)}
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
