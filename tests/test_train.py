@@ -769,3 +769,91 @@ def test_probe_on_cuda_without_a_gpu_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "none.pt"), "--device", "cuda"])
     assert exit_info.value.code == 2 and "use --device cpu or auto" in capsys.readouterr().err
+
+
+def _adam_with_state(model: torch.nn.Module, gain_lr_mult: float = 10.0) -> torch.optim.Adam:
+    from lcodec.train.loop import param_groups
+
+    opt = torch.optim.Adam(param_groups(model, gain_lr_mult), lr=1e-3)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    opt.step()
+    return opt
+
+
+def test_adam_moments_carry_into_the_leading_block_of_a_widened_synthesis():
+    from lcodec.train.adam_state import carry_adam_moments
+    from lcodec.train.loop import param_groups
+
+    torch.manual_seed(0)
+    narrow = build_model("hyperprior", N=8, M=8)
+    saved = _adam_with_state(narrow).state_dict()
+    wide = build_model("hyperprior", N=8, M=8, Ns=16)
+    opt = torch.optim.Adam(param_groups(wide, 10.0), lr=1e-3)
+    widened = carry_adam_moments(saved, opt)
+    # g_s: its 4 layers' weights, the 3 hidden biases, and the 3 (I)GDNs' beta and gamma
+    assert widened == 4 + 3 + 3 * 2
+    names = [n for n, _ in narrow.named_parameters()]
+    wide_params = dict(wide.named_parameters())
+    narrow_opt_state = {n: old for n, old in zip(
+        [n for g in param_groups(narrow, 10.0) for n in _names_of(narrow, g["params"])],
+        [saved["state"][i] for g in saved["param_groups"] for i in g["params"]])}
+    assert set(narrow_opt_state) == set(names)
+    for name, old in narrow_opt_state.items():
+        new = opt.state[wide_params[name]]
+        block = tuple(slice(0, n) for n in old["exp_avg"].shape)
+        assert torch.equal(new["exp_avg"][block], old["exp_avg"]), name
+        assert torch.equal(new["exp_avg_sq"][block], old["exp_avg_sq"]), name
+        assert float(new["step"]) == 2.0
+        if new["exp_avg"].shape != old["exp_avg"].shape:  # the new units: no momentum yet, and
+            rest = torch.ones_like(new["exp_avg"], dtype=torch.bool)  # the old units' mean scale
+            rest[block] = False
+            assert new["exp_avg"][rest].abs().max() == 0
+            assert torch.allclose(new["exp_avg_sq"][rest], old["exp_avg_sq"].mean().expand(int(rest.sum())))
+    # the widened optimizer takes a step
+    for p in wide.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+
+
+def _names_of(model: torch.nn.Module, params: list) -> list[str]:
+    ids = {id(p): n for n, p in model.named_parameters()}
+    return [ids[id(p)] for p in params]
+
+
+def test_adam_moments_refuse_another_grouping_or_a_narrower_model():
+    from lcodec.train.adam_state import carry_adam_moments
+    from lcodec.train.loop import param_groups
+
+    saved = _adam_with_state(build_model("hyperprior", N=8, M=8, Ns=16)).state_dict()
+    with pytest.raises(ValueError, match="gain-lr-mult"):
+        carry_adam_moments(saved, torch.optim.Adam(param_groups(build_model("hyperprior", N=8, M=8, Ns=16)), lr=1e-3))
+    with pytest.raises(ValueError, match="does not fit"):
+        carry_adam_moments(saved, torch.optim.Adam(param_groups(build_model("hyperprior", N=8, M=8), 10.0), lr=1e-3))
+
+
+def test_train_widens_the_synthesis_of_a_context_model_and_carries_its_adam_state(photos, tmp_path,
+                                                                                  capsys):
+    cfg = dict(data=str(photos), family="context", crop=64, batch=2, threads="1", compile="off",
+               gain_lr_mult=10.0)
+    first = train(TrainConfig(**cfg, run_dir=str(tmp_path / "a"), minutes=5.0, max_steps=2,
+                              init_from="context"))
+    parent = torch.load(first, weights_only=True)
+    ns = parent["model"]["g_s.0.weight"].shape[1]
+    capsys.readouterr()
+    ckpt = train(TrainConfig(**cfg, run_dir=str(tmp_path / "b"), minutes=0.0, Ns=ns + 8,
+                             init_from=str(first), adam_from=str(first)))
+    out = capsys.readouterr().out
+    assert f"synthesis widened from {ns} to {ns + 8} channels" in out
+    assert "Adam's moments carried from" in out and "widened tensors" in out
+    saved = torch.load(ckpt, weights_only=True)
+    assert json.loads(saved["config_json"])["Ns"] == ns + 8
+    # the context networks come over unchanged, and the moments sit in the new optimizer
+    assert torch.equal(saved["model"]["entropy_parameters.4.weight"],
+                       parent["model"]["entropy_parameters.4.weight"])
+    wide_moments = [s["exp_avg"] for s in saved["optimizer"]["state"].values()]
+    assert any(m.shape[1:2] == (ns + 8,) or m.shape[:1] == (ns + 8,) for m in wide_moments)
+    with pytest.raises(ValueError, match="no optimizer state"):
+        train(TrainConfig(**cfg, run_dir=str(tmp_path / "c"), minutes=0.0, init_from=str(first),
+                          adam_from=str(tmp_path / "a" / "best.pt")))

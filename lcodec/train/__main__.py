@@ -72,6 +72,10 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--init-from", default=None, help="Start a fresh run from these weights: a weights .pt file, a training "
                    "checkpoint (e.g. another run's best.pt, or its checkpoint.pt: the weight average when it keeps one), or a model name in the manifest (its newest "
                    "version). Ignored when the run directory has a checkpoint.")
+@click.option("--adam-from", default=None,
+              help="With --init-from: carry Adam's moments from this training checkpoint (e.g. "
+                   "the checkpoint.pt of the run the weights come from), widened with the model "
+                   "(lcodec/train/adam_state.py). Ignored when the run directory has a checkpoint.")
 @click.option("--level-weighting", type=click.Choice(["none", "normalized", "sqrt"]),
               default=TrainConfig.level_weighting, show_default=True,
               help="'normalized' divides each quality level's loss by its running mean; 'sqrt' "

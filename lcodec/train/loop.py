@@ -60,6 +60,7 @@ class TrainConfig:
     log_every: int = 100
     validate_every: int = 1000
     init_from: str | None = None  # shipped weights to start from: a .pt file or a manifest name
+    adam_from: str | None = None  # a fresh run: carry Adam's moments from this training checkpoint
     seed: int = 0
     bf16: str = "auto"           # "auto" (a GPU with bf16, or a CPU with native bf16), "on", "off"
     level_weighting: str = "none"  # "none", "normalized" or "sqrt" (see level_weights)
@@ -518,7 +519,8 @@ def train(cfg: TrainConfig) -> Path:
             widen_latents(init, model)
             print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
                   f"M={latent}", flush=True)
-        elif cfg.family == "hyperprior" and init_widths != (model.Na, model.Ns):
+        elif init_widths != (model.Na, model.Ns) and (cfg.family == "hyperprior"
+                                                      or "context_prediction.weight" in init):
             from .widen import widen_hidden
             widen_hidden(init, model)
             for name, was, now in zip(("analysis", "synthesis"), init_widths, (model.Na, model.Ns)):
@@ -532,6 +534,15 @@ def train(cfg: TrainConfig) -> Path:
         else:
             model.load_state_dict(init)
             print(f"initialized from {cfg.init_from}", flush=True)
+    if ck is None and cfg.adam_from:
+        from .adam_state import carry_adam_moments
+        saved = torch.load(cfg.adam_from, map_location="cpu", weights_only=True)
+        if "optimizer" not in saved:
+            raise ValueError(f"{cfg.adam_from} holds no optimizer state (a run's checkpoint.pt does)")
+        widened = carry_adam_moments(saved["optimizer"], opt)
+        print(f"Adam's moments carried from {cfg.adam_from}"
+              + (f" ({widened} widened tensors)" if widened else ""), flush=True)
+        del saved
     model = model.to(device=device, memory_format=torch.channels_last).train()
     move_optimizer_state(opt)
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
