@@ -256,6 +256,24 @@ def test_widened_synthesis_decodes_the_same_image_and_leaves_the_encoder_alone()
     widen_hidden(build_model("hyperprior", N=8, M=8).state_dict(), both)
 
 
+@torch.no_grad()
+def test_widened_context_networks_give_the_same_entropy_parameters():
+    narrow = _perturbed(build_model("context", N=8, M=8, context_channels=8, hidden=16))
+    wide = _perturbed(build_model("context", N=8, M=8, context_channels=12, hidden=24, Ns=12), seed=1)
+    widen_hidden(narrow.state_dict(), wide)
+    narrow, wide = narrow.double(), wide.double()
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn(1, 8, 6, 7, generator=gen, dtype=torch.float64).mul(3)
+    hyper_raw = torch.randn(1, 16, 6, 7, generator=gen, dtype=torch.float64)
+    for a, b in zip(narrow.entropy_params(y, hyper_raw), wide.entropy_params(y, hyper_raw)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    # the new context features and hidden units carry a signal, so that they can learn
+    assert wide.context_prediction(y)[:, 8:].abs().amax() > 1e-3
+    with pytest.raises(ValueError, match="cannot narrow the merging network"):
+        widen_hidden(wide.state_dict(), build_model("context", N=8, M=8, context_channels=12,
+                                                    hidden=16, Ns=12))
+
+
 def test_hidden_widening_refuses_other_changes():
     for wider in ({"Na": 16}, {"Ns": 16}):
         wide = build_model("hyperprior", N=8, M=8, **wider)
@@ -833,8 +851,8 @@ def test_adam_moments_refuse_another_grouping_or_a_narrower_model():
         carry_adam_moments(saved, torch.optim.Adam(param_groups(build_model("hyperprior", N=8, M=8), 10.0), lr=1e-3))
 
 
-def test_train_widens_the_synthesis_of_a_context_model_and_carries_its_adam_state(photos, tmp_path,
-                                                                                  capsys):
+def test_train_widens_a_context_model_carries_its_adam_state_and_codes_with_it(photos, tmp_path,
+                                                                                  capsys, monkeypatch):
     cfg = dict(data=str(photos), family="context", crop=64, batch=2, threads="1", compile="off",
                gain_lr_mult=10.0)
     first = train(TrainConfig(**cfg, run_dir=str(tmp_path / "a"), minutes=5.0, max_steps=2,
@@ -854,6 +872,25 @@ def test_train_widens_the_synthesis_of_a_context_model_and_carries_its_adam_stat
                        parent["model"]["entropy_parameters.4.weight"])
     wide_moments = [s["exp_avg"] for s in saved["optimizer"]["state"].values()]
     assert any(m.shape[1:2] == (ns + 8,) or m.shape[:1] == (ns + 8,) for m in wide_moments)
+    # wider context networks, trained a step, exported, and coding real files
+    cc = parent["model"]["context_prediction.weight"].shape[0]
+    hidden = parent["model"]["entropy_parameters.0.weight"].shape[0]
+    ckpt = train(TrainConfig(**cfg, run_dir=str(tmp_path / "d"), minutes=5.0, max_steps=1,
+                             context_channels=cc + 16, context_hidden=hidden + 32,
+                             init_from=str(first), adam_from=str(first)))
+    out = capsys.readouterr().out
+    assert f"context features widened from {cc} to {cc + 16} channels" in out
+    assert f"context merging network widened from {hidden} to {hidden + 32} channels" in out
+    config = json.loads(torch.load(ckpt, weights_only=True)["config_json"])
+    assert (config["context_channels"], config["hidden"]) == (cc + 16, hidden + 32)
+    with pytest.raises(ValueError, match="keeps its context networks' widths"):
+        train(TrainConfig(**cfg, run_dir=str(tmp_path / "d"), minutes=0.0, context_hidden=hidden + 64))
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "context", folder=folder)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(128, 96, seed=4)
+    out_pixels, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 6.0))
+    assert header.model_name == "context" and psnr(out_pixels, pixels) > 24
     with pytest.raises(ValueError, match="no optimizer state"):
         train(TrainConfig(**cfg, run_dir=str(tmp_path / "c"), minutes=0.0, init_from=str(first),
                           adam_from=str(tmp_path / "a" / "best.pt")))

@@ -72,6 +72,13 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--init-from", default=None, help="Start a fresh run from these weights: a weights .pt file, a training "
                    "checkpoint (e.g. another run's best.pt, or its checkpoint.pt: the weight average when it keeps one), or a model name in the manifest (its newest "
                    "version). Ignored when the run directory has a checkpoint.")
+@click.option("--context-channels", default=0, show_default=True, type=int,
+              help="Context family: features of the masked context convolution (0: those of the "
+                   "checkpoint resumed or the weights started from, else 96). Starting from "
+                   "narrower context weights widens them losslessly.")
+@click.option("--context-hidden", default=0, show_default=True, type=int,
+              help="Context family: width of the merging network (0: as --context-channels, "
+                   "else 192); widened losslessly likewise.")
 @click.option("--adam-from", default=None,
               help="With --init-from: carry Adam's moments from this training checkpoint (e.g. "
                    "the checkpoint.pt of the run the weights come from), widened with the model "

@@ -29,7 +29,7 @@ from ..models.entropy_models import SCALE_BOUND
 from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout
 from .levels import GAIN_KEYS, lambdas_of
-from .widen import hidden_widths, hyper_widths, latent_width
+from .widen import context_widths, hidden_widths, hyper_widths, latent_width
 
 DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
 
@@ -61,6 +61,8 @@ class TrainConfig:
     validate_every: int = 1000
     init_from: str | None = None  # shipped weights to start from: a .pt file or a manifest name
     adam_from: str | None = None  # a fresh run: carry Adam's moments from this training checkpoint
+    context_channels: int = 0     # context family: context features (0: those of the run or weights)
+    context_hidden: int = 0       # context family: merging network width (0: likewise)
     seed: int = 0
     bf16: str = "auto"           # "auto" (a GPU with bf16, or a CPU with native bf16), "on", "off"
     level_weighting: str = "none"  # "none", "normalized" or "sqrt" (see level_weights)
@@ -437,6 +439,12 @@ def _context_arch(resumed: dict, init: dict | None) -> dict:
     return arch
 
 
+def _widths(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """The widths :func:`.widen.widen_hidden` can widen: ``(Na, Ns)``, then the context
+    networks' ``(context_channels, hidden)`` for a context model."""
+    return hidden_widths(state) + (context_widths(state) or ())
+
+
 def _same_levels(a, b) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(abs(x), abs(y)) for x, y in zip(a, b))
 
@@ -504,6 +512,12 @@ def train(cfg: TrainConfig) -> Path:
         arch["hyper_hidden"] = list(hyper)
     if cfg.family == "context":
         arch.update(_context_arch(resumed, init))
+        for key, width in (("context_channels", cfg.context_channels), ("hidden", cfg.context_hidden)):
+            if width and ck is not None and width != arch.get(key, width):
+                raise ValueError(f"a resumed run keeps its context networks' widths ({key} "
+                                 f"{arch[key]}): widen them in a new run started with --init-from")
+            if width:
+                arch[key] = width
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(param_groups(model, cfg.gain_lr_mult), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
@@ -519,11 +533,12 @@ def train(cfg: TrainConfig) -> Path:
             widen_latents(init, model)
             print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
                   f"M={latent}", flush=True)
-        elif init_widths != (model.Na, model.Ns) and (cfg.family == "hyperprior"
-                                                      or "context_prediction.weight" in init):
+        elif _widths(init) != _widths(model.state_dict()) and (cfg.family == "hyperprior"
+                                                                or context_widths(init)):
             from .widen import widen_hidden
             widen_hidden(init, model)
-            for name, was, now in zip(("analysis", "synthesis"), init_widths, (model.Na, model.Ns)):
+            names = ("analysis", "synthesis", "context features", "context merging network")
+            for name, was, now in zip(names, _widths(init), _widths(model.state_dict())):
                 if was != now:
                     print(f"initialized from {cfg.init_from}, {name} widened from {was} to "
                           f"{now} channels", flush=True)

@@ -1,5 +1,5 @@
-"""Start a wider model from trained weights, losslessly: more latent channels, or a wider
-encoder or decoder.
+"""Start a wider model from trained weights, losslessly: more latent channels, a wider
+encoder or decoder, or wider context networks.
 
 The shipped hyperprior's high-rate end is capped by its transforms, not by its bits: with the
 latents left unquantized, hyperprior v2 reconstructs the held-out crops at 27.95 dB, and at
@@ -7,7 +7,8 @@ latents left unquantized, hyperprior v2 reconstructs the held-out crops at 27.95
 docs/model-card.md.
 
 :func:`widen_hidden` widens the hidden layers of the analysis (``Na``) or synthesis (``Ns``)
-transform without changing what the model computes.
+transform, or a context model's context networks (``context_channels``, ``hidden``), without
+changing what the model computes.
 
 :func:`widen_latents` copies a ``M``-channel hyperprior into a model with ``M' > M`` channels
 such that the wider model codes every image exactly as before: the new analysis filters start
@@ -35,6 +36,11 @@ _ANALYSIS_GDNS = ("g_a.1", "g_a.3", "g_a.5")
 # The synthesis transform ``g_s``: deconv, IGDN, deconv, IGDN, deconv, IGDN, deconv (to pixels).
 _SYNTHESIS_CONVS = ("g_s.0", "g_s.2", "g_s.4", "g_s.6")
 _SYNTHESIS_GDNS = ("g_s.1", "g_s.3", "g_s.5")
+# The context networks of the ``context`` family (all Conv2d, 1x1 but the first): the masked
+# 5x5 context convolution, then the merging network, whose first layer takes [hyperprior
+# parameters (2M), context features] and whose last one gives 2M parameters.
+_CONTEXT_CONVS = ("context_prediction", "entropy_parameters.0", "entropy_parameters.2",
+                  "entropy_parameters.4")
 
 
 def hidden_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -54,6 +60,14 @@ def hyper_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
     """The two hidden widths of the hyper-synthesis ``h_s`` of a hyperprior-family state dict
     (ConvTranspose2d weights, (in, out, k, k))."""
     return state["h_s.0.weight"].shape[1], state["h_s.2.weight"].shape[1]
+
+
+def context_widths(state: dict[str, torch.Tensor]) -> tuple[int, int] | None:
+    """``(context_channels, hidden)`` of a ``context``-family state dict; None for a plain
+    hyperprior."""
+    if "context_prediction.weight" not in state:
+        return None
+    return state["context_prediction.weight"].shape[0], state["entropy_parameters.0.weight"].shape[0]
 
 
 def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -123,18 +137,25 @@ def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
 
 def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     """Load the hyperprior state dict ``old`` into ``model``, whose analysis transform ``g_a``
-    and/or synthesis transform ``g_s`` have wider hidden layers (a larger ``Na`` / ``Ns``);
-    everything else must match.
+    and/or synthesis transform ``g_s`` have wider hidden layers (a larger ``Na`` / ``Ns``),
+    and, for the ``context`` family, whose context networks may be wider too (more
+    ``context_channels``, a larger merging ``hidden``); everything else must match.
 
     The widened model computes exactly the same function at first: each new hidden unit keeps
     its random input filters (so it carries a signal and gradients from the first step), but
     leaves through zero weights into the next layer's old units, and the old GDN units give
-    it zero weight in their normalization pools. Widening the analysis changes encoding cost
-    only; widening the synthesis changes decoding cost. Raises ``ValueError`` if ``model`` is
-    narrower or differs in anything but those hidden widths.
+    it zero weight in their normalization pools. The context networks widen the same way: new
+    context features and new hidden units keep their random input filters and leave through
+    zero weights, so the entropy parameters, and every coded bit, stay as they were. Widening
+    the analysis changes encoding cost only; widening the synthesis changes decoding cost.
+    Raises ``ValueError`` if ``model`` is narrower or differs in anything but those widths.
     """
     new = model.state_dict()
-    for name, n_old, n_new in zip(("g_a", "g_s"), hidden_widths(old), hidden_widths(new)):
+    pairs = list(zip(("g_a", "g_s"), hidden_widths(old), hidden_widths(new)))
+    if context_widths(old) and context_widths(new):
+        pairs += zip(("the context features", "the merging network"), context_widths(old),
+                     context_widths(new))
+    for name, n_old, n_new in pairs:
         if n_new < n_old:
             raise ValueError(f"cannot narrow {name} from {n_old} to {n_new} channels")
     zero_gamma = GDN._pedestal ** 0.5             # stored square root of a zero gamma entry
@@ -155,7 +176,11 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             o, i = src_oi.shape[:2]
             t_oi[:o, :i] = src_oi
             t_oi[:o, i:] = 0                    # the new units do not reach the old ones
-        elif layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS and kind == "bias":
+        elif layer in _CONTEXT_CONVS and kind == "weight":   # Conv2d: (out, in, k, k)
+            o, i = src.shape[:2]
+            t[:o, :i] = src
+            t[:o, i:] = 0                       # the old units see nothing of the new ones
+        elif layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS and kind == "bias":
             t[:src.shape[0]] = src
         elif layer in _ANALYSIS_GDNS + _SYNTHESIS_GDNS and kind == "beta":
             t[:src.shape[0]] = src
