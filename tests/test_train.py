@@ -711,12 +711,7 @@ def test_train_context_family_end_to_end_from_a_hyperprior_resumes_and_exports(p
     state = json.loads(torch.load(ckpt, weights_only=True)["state_json"])
     assert state["step"] == 5 and len(state["runs"]) == 2
 
-    folder = tmp_path / "weights"
-    export_checkpoint(ckpt, "context", folder=folder)
-    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
-    pixels = synthetic_photo(128, 96, seed=3)
-    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 6.0))
-    assert header.model_name == "context" and psnr(out, pixels) > 24
+    _exported_context_codes_a_photo(ckpt, tmp_path / "weights", monkeypatch)
 
 
 def test_train_context_family_refuses_weights_that_are_not_a_whole_hyperprior(photos, tmp_path):
@@ -885,12 +880,16 @@ def test_train_widens_a_context_model_carries_its_adam_state_and_codes_with_it(p
     assert (config["context_channels"], config["hidden"]) == (cc + 16, hidden + 32)
     with pytest.raises(ValueError, match="keeps its context networks' widths"):
         train(TrainConfig(**cfg, run_dir=str(tmp_path / "d"), minutes=0.0, context_hidden=hidden + 64))
-    folder = tmp_path / "weights"
-    export_checkpoint(ckpt, "context", folder=folder)
-    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
-    pixels = synthetic_photo(128, 96, seed=4)
-    out_pixels, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 6.0))
-    assert header.model_name == "context" and psnr(out_pixels, pixels) > 24
+    _exported_context_codes_a_photo(ckpt, tmp_path / "weights", monkeypatch)
     with pytest.raises(ValueError, match="no optimizer state"):
         train(TrainConfig(**cfg, run_dir=str(tmp_path / "c"), minutes=0.0, init_from=str(first),
                           adam_from=str(tmp_path / "a" / "best.pt")))
+
+
+def _exported_context_codes_a_photo(ckpt, folder, monkeypatch) -> None:
+    """Export a context run's checkpoint into ``folder`` and code a photo with it."""
+    export_checkpoint(ckpt, "context", folder=folder)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(128, 96, seed=3)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 6.0))
+    assert header.model_name == "context" and psnr(out, pixels) > 24
