@@ -513,11 +513,12 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.family == "context":
         arch.update(_context_arch(resumed, init))
         for key, width in (("context_channels", cfg.context_channels), ("hidden", cfg.context_hidden)):
-            if width and ck is not None and width != arch.get(key, width):
+            if not width:
+                continue
+            if ck is not None and width != arch.get(key, width):
                 raise ValueError(f"a resumed run keeps its context networks' widths ({key} "
                                  f"{arch[key]}): widen them in a new run started with --init-from")
-            if width:
-                arch[key] = width
+            arch[key] = width
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(param_groups(model, cfg.gain_lr_mult), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
@@ -528,17 +529,17 @@ def train(cfg: TrainConfig) -> Path:
             from .levels import retarget_levels
             init = retarget_levels(init, levels)
             print(f"quality levels moved to lambdas {', '.join(f'{v:g}' for v in levels)}", flush=True)
+        widths_init, widths_model = _widths(init), _widths(model.state_dict())
         if cfg.family == "hyperprior" and m_init and m_init != latent:
             from .widen import widen_latents
             widen_latents(init, model)
             print(f"initialized from {cfg.init_from}, latent widened from M={m_init} to "
                   f"M={latent}", flush=True)
-        elif _widths(init) != _widths(model.state_dict()) and (cfg.family == "hyperprior"
-                                                                or context_widths(init)):
+        elif widths_init != widths_model and (cfg.family == "hyperprior" or context_widths(init)):
             from .widen import widen_hidden
             widen_hidden(init, model)
             names = ("analysis", "synthesis", "context features", "context merging network")
-            for name, was, now in zip(names, _widths(init), _widths(model.state_dict())):
+            for name, was, now in zip(names, widths_init, widths_model):
                 if was != now:
                     print(f"initialized from {cfg.init_from}, {name} widened from {was} to "
                           f"{now} channels", flush=True)

@@ -169,17 +169,14 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             out[key] = src.clone()
             continue
         t = target.clone()
-        if layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS and kind == "weight":
+        if layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS and kind == "weight":
             # Conv2d weights are (out, in, k, k), ConvTranspose2d ones (in, out, k, k).
-            src_oi = src if layer in _ANALYSIS_CONVS else src.transpose(0, 1)
-            t_oi = t if layer in _ANALYSIS_CONVS else t.transpose(0, 1)   # a view of t
+            transposed = layer in _SYNTHESIS_CONVS
+            src_oi = src.transpose(0, 1) if transposed else src
+            t_oi = t.transpose(0, 1) if transposed else t   # a view of t
             o, i = src_oi.shape[:2]
             t_oi[:o, :i] = src_oi
             t_oi[:o, i:] = 0                    # the new units do not reach the old ones
-        elif layer in _CONTEXT_CONVS and kind == "weight":   # Conv2d: (out, in, k, k)
-            o, i = src.shape[:2]
-            t[:o, :i] = src
-            t[:o, i:] = 0                       # the old units see nothing of the new ones
         elif layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS and kind == "bias":
             t[:src.shape[0]] = src
         elif layer in _ANALYSIS_GDNS + _SYNTHESIS_GDNS and kind == "beta":
