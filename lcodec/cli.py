@@ -28,6 +28,8 @@ LAZY_COMMANDS = {
     "train": ("lcodec.train.__main__:train_command", "Train a variable-rate model (CPU or CUDA)."),
     "train-context": ("lcodec.train.__main__:train_context_command",
                       "Train the checkerboard context model on top of hyperprior weights."),
+    "train-grouped": ("lcodec.train.__main__:train_grouped_command",
+                      "Train channel-group context networks on top of context weights."),
     "eval": ("lcodec.eval.commands:eval_command", "Rate-distortion evaluation against other codecs."),
     "compare": ("lcodec.eval.commands:compare_command", "Side-by-side crops of codecs at one bpp."),
 }

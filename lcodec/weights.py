@@ -20,11 +20,11 @@ import numpy as np
 
 from .entropy.tables import TableSet
 from .errors import WeightsError, WeightsMismatchError
-from .runtime.exact import ExactContext, ExactSequential
+from .runtime.exact import ExactContext, ExactGroupedContext, ExactSequential
 from .runtime.transforms import HyperpriorTransforms
 
 MANIFEST = "manifest.json"
-FAMILIES = ("hyperprior", "context")  # the model families this version can code with
+FAMILIES = ("hyperprior", "context", "grouped")  # the model families this version can code with
 ENV_DIR = "LCODEC_WEIGHTS_DIR"
 
 
@@ -146,6 +146,7 @@ class LoadedModel:
     transforms: HyperpriorTransforms  # the float pixel transforms, with numpy
     exact_hyper: ExactSequential      # the bit-exact hyper-synthesis
     exact_context: ExactContext | None = None  # ``context`` family only
+    exact_grouped: ExactGroupedContext | None = None  # ``grouped`` family only
     _torch_model: object = field(default=None, repr=False)
 
     @property
@@ -198,9 +199,13 @@ def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
         scale_table = np.asarray(tables["scale_table"], dtype=np.float64)
         exact_hyper = ExactSequential(arrays, "exact.h_s")
         exact_context = None
+        exact_grouped = None
         if entry.family == "context":
             exact_context = ExactContext(arrays, scale_floor=entry.config.get("scale_floor"))
+        elif entry.family == "grouped":
+            exact_grouped = ExactGroupedContext(arrays, entry.config["groups"], entry.config["channel_order"],
+                                                scale_floor=entry.config.get("scale_floor"))
     except (KeyError, ValueError, TypeError) as exc:
         raise WeightsError(f"weights {entry.label} do not fit the {entry.family} model: {exc}") from None
     return LoadedModel(entry, arrays, z_tables, y_tables, scale_table, transforms, exact_hyper,
-                       exact_context)
+                       exact_context, exact_grouped)

@@ -8,10 +8,12 @@ from __future__ import annotations
 from torch import nn
 
 from .context import CheckerboardContext
+from .grouped_context import ChannelGroupedContext
 from .hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
 
 FAMILIES: dict[str, type[nn.Module]] = {"hyperprior": MeanScaleHyperprior,
-                                        "context": CheckerboardContext}
+                                        "context": CheckerboardContext,
+                                        "grouped": ChannelGroupedContext}
 
 
 def build_model(family: str, **config) -> nn.Module:
@@ -23,4 +25,4 @@ def build_model(family: str, **config) -> nn.Module:
     return cls(**config)
 
 
-__all__ = ["DEFAULT_LAMBDAS", "FAMILIES", "CheckerboardContext", "MeanScaleHyperprior", "build_model"]
+__all__ = ["DEFAULT_LAMBDAS", "FAMILIES", "ChannelGroupedContext", "CheckerboardContext", "MeanScaleHyperprior", "build_model"]

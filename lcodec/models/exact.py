@@ -58,4 +58,8 @@ def quantize_model(model: nn.Module) -> dict[str, torch.Tensor]:
         pred, merge = model.context_layers()
         out.update(quantize_sequential(pred, "exact.ctx.pred", ACT_FRAC_BITS))
         out.update(quantize_sequential(merge, "exact.ctx.merge", ACT_FRAC_BITS))
+    for kind in ("anchor", "nonanchor"):
+        for i, net in enumerate(getattr(model, f"{kind}_nets", ())):
+            out.update(quantize_sequential(net.pred, f"exact.grp.{kind}.{i}.pred", ACT_FRAC_BITS))
+            out.update(quantize_sequential(net.merge, f"exact.grp.{kind}.{i}.merge", ACT_FRAC_BITS))
     return out

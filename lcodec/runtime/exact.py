@@ -105,6 +105,10 @@ class ExactSequential:
         return a
 
 
+SUM_FRAC_BITS = 32
+SUM_LIMIT = float(2 ** 20)
+
+
 class ExactContext:
     """The integer twin of the checkerboard context networks (:mod:`lcodec.models.context`).
 
@@ -124,9 +128,6 @@ class ExactContext:
     that yields both non-anchor sub-lattices ``(even, odd)`` and ``(odd, even)``: a quarter
     of the direct convolution's work, the same integers.
     """
-
-    SUM_FRAC_BITS = 32
-    SUM_LIMIT = float(2 ** 20)
 
     def __init__(self, tensors: dict, prefix: str = "exact.ctx",
                  scale_floor: float | None = None) -> None:
@@ -178,16 +179,118 @@ class ExactContext:
         acc = full[nonanchor] + self.pred_bias                       # (n, C)
         ctx = np.clip(np.floor(acc * 2.0 ** (ACT_FRAC_BITS - self.pred_acc_bits)), -ACT_LIMIT, ACT_LIMIT)
         raw = hyper_raw[0][:, nonanchor].T                            # (n, 2M)
-        raw_in = raw
-        if self.scale_floor is not None:  # float64 max, then the same floor as every input
-            m = raw.shape[1] // 2
-            raw_in = np.concatenate([np.maximum(raw[:, :m], self.scale_floor), raw[:, m:]], axis=1)
+        raw_in = floored_input(raw, self.scale_floor)  # float64 max, then fixed point as every input
         merged_in = np.concatenate([to_fixed(raw_in), ctx], axis=1)[:, None, :]   # (n, 1, C)
         correction = self.merge.run(merged_in, activate_last=False)[:, 0, :]
-        scale = 2.0 ** self.SUM_FRAC_BITS
-        lim = self.SUM_LIMIT
+        return exact_sum(raw, correction).T[None]
 
-        def fixed(v: np.ndarray) -> np.ndarray:
-            return np.floor(np.clip(v, -lim, lim) * scale)
 
-        return ((fixed(raw) + fixed(correction)) / scale).T[None]
+def exact_sum(raw: np.ndarray, correction: np.ndarray) -> np.ndarray:
+    """``(floor(raw * 2^32) + floor(correction * 2^32)) * 2^-32``, both terms clamped to
+    ``|v| <= 2^20`` first: an exact float64 sum, equal to ``raw + correction`` whenever both
+    have at most 32 fractional bits (so a zero correction leaves ``raw`` as it is)."""
+    scale = 2.0 ** SUM_FRAC_BITS
+
+    def fixed(v: np.ndarray) -> np.ndarray:
+        return np.floor(np.clip(v, -SUM_LIMIT, SUM_LIMIT) * scale)
+
+    return (fixed(raw) + fixed(correction)) / scale
+
+
+def floored_input(raw: np.ndarray, scale_floor: float | None) -> np.ndarray:
+    """``raw`` (``(n, 2M)``: scales, then means) with the scales raised to ``scale_floor``
+    (float64 max), as a merging network sees them; unchanged when there is no floor."""
+    if scale_floor is None:
+        return raw
+    m = raw.shape[1] // 2
+    return np.concatenate([np.maximum(raw[:, :m], scale_floor), raw[:, m:]], axis=1)
+
+
+def conv3x3_at(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """A 3x3 convolution (stride 1, zero padding 1) of ``x`` (``(H, W, Cin)``) with a
+    torch-layout ``weight`` (``(Cout, Cin, 3, 3)``), evaluated only at ``positions`` (boolean
+    ``(H, W)``); returns ``(n, Cout)`` in C-order of the positions. Exact for integer inputs,
+    as :func:`lcodec.runtime.ops.conv2d`."""
+    cout, cin = weight.shape[:2]
+    rows, cols = np.nonzero(positions)
+    padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+    patches = np.stack([padded[rows + di, cols + dj] for di in range(3) for dj in range(3)], axis=1)
+    wmat = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(9 * cin, cout), dtype=x.dtype)
+    return patches.reshape(len(rows), 9 * cin) @ wmat + bias
+
+
+class ExactGroupPass:
+    """The integer twin of one :class:`lcodec.models.grouped_context.GroupPassNetwork`.
+
+    ``pred`` (one 3x3 convolution, stride 1, padding 1) runs on the fixed-point decoded
+    latents; its accumulator is rescaled to activations without a nonlinearity and
+    concatenated after the (floored) base parameters; the 1x1 ``merge`` layers give the
+    correction. The convolution is evaluated at the pass's positions only, and input channels
+    that are still all zero (``inputs`` < M) are left out of it: the same integers, less work.
+    """
+
+    def __init__(self, tensors: dict, prefix: str) -> None:
+        pred = ExactSequential(tensors, f"{prefix}.pred")
+        self.merge = ExactSequential(tensors, f"{prefix}.merge")
+        if len(pred.layers) != 1:
+            raise ValueError(f"{prefix}.pred must be one convolution")
+        self.w, self.b, transposed, stride, pad, _, self.acc_bits, _ = pred.layers[0]
+        if transposed or stride != 1 or pad != 1 or self.w.shape[2:] != (3, 3):
+            raise ValueError(f"{prefix}.pred must be a 3x3 convolution with padding 1")
+
+    def __call__(self, decoded_hwc: np.ndarray, inputs: int, positions: np.ndarray,
+                 base_in: np.ndarray) -> np.ndarray:
+        """Correction ``(n, 2 * group size)`` at the ``positions`` (boolean ``(h, w)``, C-order)
+        from ``decoded_hwc`` (fixed-point ``(h, w, M)``, its first ``inputs`` channels nonzero)
+        and ``base_in`` (``(n, 2M)``, float64)."""
+        acc = conv3x3_at(decoded_hwc[:, :, :inputs], self.w[:, :inputs], self.b, positions)
+        ctx = np.clip(np.floor(acc * 2.0 ** (ACT_FRAC_BITS - self.acc_bits)), -ACT_LIMIT, ACT_LIMIT)
+        merged_in = np.concatenate([to_fixed(base_in), ctx], axis=1)[:, None, :]
+        return self.merge.run(merged_in, activate_last=False)[:, 0, :]
+
+
+class ExactGroupedContext:
+    """The integer networks of the ``grouped`` family (:mod:`lcodec.models.grouped_context`):
+    the checkerboard context (:class:`ExactContext`, under ``exact.ctx``) and one
+    :class:`ExactGroupPass` per group after the first in each checkerboard pass (under
+    ``exact.grp.anchor.<g-1>`` and ``exact.grp.nonanchor.<g-1>``).
+
+    Arrays here are in the *coding order* of the channels (``channel_order``), except where
+    a method says otherwise.
+    """
+
+    def __init__(self, tensors: dict, groups, channel_order, scale_floor: float | None = None) -> None:
+        self.groups = [int(g) for g in groups]
+        self.order = np.asarray([int(c) for c in channel_order], dtype=np.int64)
+        m = len(self.order)
+        if sorted(self.order.tolist()) != list(range(m)) or sum(self.groups) != m or min(self.groups) < 1:
+            raise ValueError("groups and channel_order do not describe the latent channels")
+        self.scale_floor = scale_floor
+        self.checkerboard = ExactContext(tensors, scale_floor=scale_floor)
+        self.anchor_nets = [ExactGroupPass(tensors, f"exact.grp.anchor.{i}") for i in range(len(groups) - 1)]
+        self.nonanchor_nets = [ExactGroupPass(tensors, f"exact.grp.nonanchor.{i}")
+                               for i in range(len(groups) - 1)]
+        for net in self.anchor_nets + self.nonanchor_nets:
+            if net.w.shape[1] != m:
+                raise ValueError("a group pass network does not take the M latent channels")
+
+    def bounds(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of every group in the coding order."""
+        stops = np.cumsum(self.groups).tolist()
+        return list(zip([0] + stops[:-1], stops))
+
+    def group_params(self, anchors: bool, g: int, decoded: np.ndarray, base: np.ndarray,
+                     positions: np.ndarray) -> np.ndarray:
+        """Raw ``(scales, means)`` ``(n, 2 * size)`` of group ``g`` in an anchor or a non-anchor
+        pass at ``positions``: ``base`` (``(n, 2M)``, coding order: the pass's parameters
+        without the group context), corrected from ``decoded`` (``(1, M, h, w)``, coding
+        order, zeros where nothing is decoded yet) for ``g > 0``."""
+        lo, hi = self.bounds()[g]
+        m = len(self.order)
+        raw = np.concatenate([base[:, lo:hi], base[:, m + lo:m + hi]], axis=1)
+        if g == 0:
+            return raw
+        net = (self.anchor_nets if anchors else self.nonanchor_nets)[g - 1]
+        inputs = lo if anchors else m  # anchor passes see the earlier groups only
+        correction = net(_hwc(to_fixed(decoded)), inputs, positions, floored_input(base, self.scale_floor))
+        return exact_sum(raw, correction)

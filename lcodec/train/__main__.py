@@ -1,9 +1,10 @@
-"""``lcodec train`` / ``lcodec train-context``: train (or resume), then optionally export weights."""
+"""``lcodec train`` / ``lcodec train-context`` / ``lcodec train-grouped``: train (or resume), then optionally export weights."""
 from __future__ import annotations
 
 import click
 
 from .context import ContextTrainConfig, train_context
+from .grouped import GroupedTrainConfig, train_grouped
 from ..models import DEFAULT_LAMBDAS
 from .loop import TrainConfig, train
 
@@ -25,11 +26,13 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
               help="Wall-clock budget of this run (the lr decays over its last part).")
 @click.option("--max-steps", default=TrainConfig.max_steps, show_default=True, type=int,
               help="Also stop when the run reaches this step (0: no limit).")
-@click.option("--family", type=click.Choice(["hyperprior", "context"]), default=TrainConfig.family,
+@click.option("--family", type=click.Choice(["hyperprior", "context", "grouped"]), default=TrainConfig.family,
               show_default=True,
               help="'context' trains the checkerboard context networks together with the "
                    "transforms (end to end); start it from context weights (--init-from context) "
-                   "or from a hyperprior (its context networks then start as none).")
+                   "or from a hyperprior (its context networks then start as none). 'grouped' "
+                   "trains a grouped model end to end, from a checkpoint of lcodec train-grouped "
+                   "(--adam-from may then name a context run: the group networks start a fresh Adam).")
 @click.option("--N", "N", default=TrainConfig.N, show_default=True, type=int)
 @click.option("--M", "M", default=TrainConfig.M, show_default=True, type=int,
               help="Latent channels (0: those of the checkpoint resumed or the weights started "
@@ -142,6 +145,51 @@ C = ContextTrainConfig
 def train_context_command(export_name: str | None, **kwargs) -> None:
     """Train the checkerboard context model on top of frozen hyperprior weights."""
     ckpt = train_context(ContextTrainConfig(**kwargs))
+    if export_name:
+        from .export import export_checkpoint
+        path = export_checkpoint(ckpt, export_name, make_default=False)
+        click.echo(f"exported {path}")
+
+
+G = GroupedTrainConfig
+
+
+def _parse_groups(_ctx, _param, value: str) -> tuple[int, ...]:
+    try:
+        groups = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give channel counts separated by commas, e.g. 16,16,32,64,64") from None
+    if len(groups) < 2 or min(groups) < 1:
+        raise click.BadParameter("give at least two positive channel counts")
+    return groups
+
+
+@click.command("train-grouped")
+@click.option("--init-from", required=True,
+              help="Context weights whose every network the grouped model keeps: a manifest "
+                   "name (its newest version) or a training checkpoint of the context family.")
+@click.option("--data", default=G.data, show_default=True, help="Folder of training photos.")
+@click.option("--run-dir", default=G.run_dir, show_default=True,
+              help="Checkpoint and log folder; an existing checkpoint there is resumed.")
+@click.option("--minutes", default=G.minutes, show_default=True, type=float,
+              help="Wall-clock budget of this run (the lr decays over its last part).")
+@click.option("--crop", default=G.crop, show_default=True, type=int, help="Crop size in pixels.")
+@click.option("--batch", default=G.batch, show_default=True, type=int)
+@click.option("--lr", default=G.lr, show_default=True, type=float)
+@click.option("--warmup", default=G.warmup, show_default=True, type=int)
+@click.option("--decay-frac", default=G.decay_frac, show_default=True, type=float)
+@click.option("--groups", default=",".join(map(str, G.groups)), show_default=True,
+              callback=_parse_groups, help="Channels per group, in coding order (sum: M).")
+@click.option("--group-features", default=G.group_features, show_default=True, type=int)
+@click.option("--group-hidden", default=G.group_hidden, show_default=True, type=int)
+@click.option("--validate-every", default=G.validate_every, show_default=True, type=int)
+@click.option("--threads", default=G.threads, show_default=True, type=int)
+@click.option("--seed", default=G.seed, show_default=True, type=int)
+@click.option("--export", "export_name", default=None,
+              help="After training, export weights/<NAME>.pt and record it in the manifest.")
+def train_grouped_command(export_name: str | None, **kwargs) -> None:
+    """Train channel-group context networks on top of frozen context weights."""
+    ckpt = train_grouped(GroupedTrainConfig(**kwargs))
     if export_name:
         from .export import export_checkpoint
         path = export_checkpoint(ckpt, export_name, make_default=False)

@@ -18,24 +18,29 @@ from __future__ import annotations
 import torch
 
 
-def carry_adam_moments(saved: dict, opt: torch.optim.Optimizer) -> int:
+def carry_adam_moments(saved: dict, opt: torch.optim.Optimizer, trailing_new: bool = False) -> int:
     """Load the Adam state dict ``saved`` (``optimizer.state_dict()`` of a run of the same
     model family) into ``opt``, whose parameters may be wider in any dimension.
 
     Parameters are matched by position, group by group, so the two optimizers must have been
-    built the same way (the same family and ``--gain-lr-mult``). Returns how many parameters
-    were widened. Raises ``ValueError`` if the groups differ in size or a saved moment does not
-    fit the leading block of its parameter.
+    built the same way (the same family and ``--gain-lr-mult``). With ``trailing_new`` a group
+    of ``opt`` may end with parameters the saved one has not (a ``grouped`` model's group
+    networks after the ``context`` model's parameters): those start with a fresh state.
+    Returns how many parameters were widened. Raises ``ValueError`` if the groups differ in
+    size (beyond such new trailing parameters) or a saved moment does not fit the leading
+    block of its parameter.
     """
     sizes = [len(g["params"]) for g in saved["param_groups"]]
-    if sizes != [len(g["params"]) for g in opt.param_groups]:
+    ours = [len(g["params"]) for g in opt.param_groups]
+    fits = len(sizes) == len(ours) and all(a == b or (trailing_new and a < b) for a, b in zip(sizes, ours))
+    if not fits:
         raise ValueError(f"the saved optimizer has parameter groups of {sizes} tensors, this run "
-                         f"{[len(g['params']) for g in opt.param_groups]}: start it with the "
-                         "family and --gain-lr-mult of the run it carries Adam's state from")
+                         f"{ours}: start it with the family and --gain-lr-mult of the run it "
+                         "carries Adam's state from")
     widened = 0
-    indices = [i for g in saved["param_groups"] for i in g["params"]]
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for index, param in zip(indices, params):
+    pairs = [(i, p) for saved_group, group in zip(saved["param_groups"], opt.param_groups)
+             for i, p in zip(saved_group["params"], group["params"])]
+    for index, param in pairs:
         state = saved["state"].get(index)
         if not state:
             continue

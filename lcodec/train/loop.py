@@ -439,6 +439,19 @@ def _context_arch(resumed: dict, init: dict | None) -> dict:
     return arch
 
 
+GROUP_KEYS = ("groups", "channel_order", "group_features", "group_hidden")
+
+
+def _grouped_arch(resumed: dict, init_config: dict, init_from: str | None) -> dict:
+    """The channel groups of a ``grouped`` run: the resumed run's, else those of the grouped
+    model it starts from (a training checkpoint of ``lcodec train-grouped`` or of this loop)."""
+    source = resumed if resumed else init_config
+    if source.get("family") != "grouped":
+        raise ValueError(f"a grouped run starts from a grouped model's training checkpoint "
+                         f"(lcodec train-grouped makes one); {init_from} is not one")
+    return {k: source[k] for k in GROUP_KEYS if k in source}
+
+
 def _widths(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
     """The widths :func:`.widen.widen_hidden` can widen: ``(Na, Ns)``, then the context
     networks' ``(context_channels, hidden)`` for a context model."""
@@ -478,11 +491,12 @@ def train(cfg: TrainConfig) -> Path:
     keep_freed_memory()
 
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
-    init = None
+    init, init_config = None, {}
     if ck is None and cfg.init_from:
         from ..weights import load_state_dict, resolve_weights_file
         init = load_state_dict(resolve_weights_file(cfg.init_from))
         if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt):
+            init_config = json.loads(init.get("config_json", "{}"))
             init = init.get("average") or init["model"]  # its weight average when it keeps one
         if cfg.family == "hyperprior" and cfg.M and cfg.M < latent_width(init):
             init = _narrowed(init, cfg)
@@ -510,7 +524,7 @@ def train(cfg: TrainConfig) -> Path:
             hyper = list(widths)
     if hyper and tuple(hyper) != default_hyper_hidden(latent):
         arch["hyper_hidden"] = list(hyper)
-    if cfg.family == "context":
+    if cfg.family in ("context", "grouped"):
         arch.update(_context_arch(resumed, init))
         for key, width in (("context_channels", cfg.context_channels), ("hidden", cfg.context_hidden)):
             if not width:
@@ -519,6 +533,8 @@ def train(cfg: TrainConfig) -> Path:
                 raise ValueError(f"a resumed run keeps its context networks' widths ({key} "
                                  f"{arch[key]}): widen them in a new run started with --init-from")
             arch[key] = width
+    if cfg.family == "grouped":
+        arch.update(_grouped_arch(resumed, init_config, cfg.init_from))
     model = build_model(cfg.family, **arch)
     opt = torch.optim.Adam(param_groups(model, cfg.gain_lr_mult), lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": []}
@@ -555,7 +571,7 @@ def train(cfg: TrainConfig) -> Path:
         saved = torch.load(cfg.adam_from, map_location="cpu", weights_only=True)
         if "optimizer" not in saved:
             raise ValueError(f"{cfg.adam_from} holds no optimizer state (a run's checkpoint.pt does)")
-        widened = carry_adam_moments(saved["optimizer"], opt)
+        widened = carry_adam_moments(saved["optimizer"], opt, trailing_new=cfg.family == "grouped")
         print(f"Adam's moments carried from {cfg.adam_from}"
               + (f" ({widened} widened tensors)" if widened else ""), flush=True)
         del saved

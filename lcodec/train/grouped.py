@@ -1,0 +1,223 @@
+"""Training the channel-group context networks on top of frozen ``context`` weights.
+
+A ``grouped`` model (:mod:`lcodec.models.grouped_context`) keeps every network of the
+``context`` model it starts from and adds the group pass networks, whose last layers start
+at zero. With the rest frozen, those networks change the rate of the latents and nothing
+else: the analysis transform runs once per training photo (without the per-level gain),
+and every step draws random crops of these latents at random quality levels and minimizes
+their estimated bits (additive-noise proxy, as in the main loop).
+
+The channel order of a fresh run puts the channels that cost the most bits under the
+starting model (summed over the quality levels, on the training photos) first, so that
+the first groups, coded with the least context, are the ones the later groups learn most
+from.
+
+Each validation codes whole held-out photos at the lowest, middle and top level with the
+real rounding and reports the saving in ``y`` bits against the starting model. The
+checkpoint has the main loop's layout, so :func:`lcodec.train.export.export_checkpoint`
+ships it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..models import build_model
+from ..models.entropy_models import gaussian_likelihood
+from ..models.grouped_context import GROUP_PREFIXES
+from .context import _latents, _sample
+from .data import list_images, split_holdout
+from .loop import keep_freed_memory, resume
+
+
+@dataclass
+class GroupedTrainConfig:
+    init_from: str                # ``context`` weights: a manifest name or a training checkpoint
+    data: str = "../shared/data/train"
+    run_dir: str = "runs/grouped"
+    minutes: float = 15.0
+    crop: int = 512               # pixels (32 latents) per side of a training crop
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 200
+    decay_frac: float = 0.3       # final fraction of the budget over which the lr decays 20x
+    groups: tuple[int, ...] = (16, 16, 32, 64, 64)
+    group_features: int = 64
+    group_hidden: int = 128
+    threads: int = 2
+    seed: int = 0
+    log_every: int = 50
+    validate_every: int = 500
+    checkpoint_minutes: float = 3.0
+
+
+def _starting_point(spec: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Architecture config (without ``family``) and state dict of ``context`` weights."""
+    from ..weights import find_entry, load_state_dict, weights_dir
+
+    path = Path(spec)
+    if path.exists():
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if "config_json" not in ck:
+            raise ValueError(f"{spec} is not a training checkpoint (give a manifest name instead)")
+        config = json.loads(ck["config_json"])
+        state = ck["model"]
+    else:
+        entry = find_entry(spec)
+        config = dict(entry.config, family=entry.family)
+        state = load_state_dict(weights_dir() / entry.file)
+    if config.pop("family") != "context":
+        raise ValueError(f"{spec} is not a model of the 'context' family")
+    return config, state
+
+
+def latent_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tensor,
+                noise: torch.Tensor | None, params=None) -> torch.Tensor:
+    """Bits of every latent of ``lat`` (ungained, one level per item) under ``model``'s
+    entropy parameters (``params``: a function ``(y, hyper_raw) -> (means, scales)``,
+    default ``model.entropy_params``): with ``noise`` the additive-noise proxy, without it
+    the real rounding ``round(y - mean)``."""
+    gain = model.log_gain[level].exp()[:, :, None, None].detach()
+    y = lat * gain
+    with torch.no_grad():
+        raw = model.h_s(torch.round(model.h_a(y)))
+    means, scales = (params or model.entropy_params)(y, raw)
+    values = y + noise - means if noise is not None else torch.round(y - means)
+    return -gaussian_likelihood(values, scales).log2()
+
+
+def channel_order(model: torch.nn.Module, latents: list[torch.Tensor]) -> list[int]:
+    """Latent channels by decreasing real bits under ``model`` (summed over its levels)."""
+    bits = torch.zeros(model.M)
+    with torch.no_grad():
+        for lat in latents:
+            for level in range(model.num_levels):
+                bits += latent_bits(model, lat[None], torch.tensor([level]), None).sum(dim=(0, 2, 3))
+    return torch.argsort(bits, descending=True).tolist()
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, latents: list[torch.Tensor]) -> dict[str, float]:
+    """Saving (%) in real ``y`` bits against the starting ``context`` model, over whole
+    held-out photos at the lowest, middle and top level."""
+    result = {}
+    base = super(type(model), model).entropy_params  # the checkerboard alone
+    for level in (0, model.num_levels // 2, model.num_levels - 1):
+        new = old = 0.0
+        for lat in latents:
+            lv = torch.tensor([level])
+            new += float(latent_bits(model, lat[None], lv, None).sum())
+            old += float(latent_bits(model, lat[None], lv, None, params=base).sum())
+        result[f"q{level + 1}_saving_pct"] = round(100 * (1 - new / old), 3)
+    return result
+
+
+def train_grouped(cfg: GroupedTrainConfig) -> Path:
+    """Run (or resume) group-context training for ``cfg.minutes``; return the checkpoint path."""
+    torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)
+    train_paths, held_paths = split_holdout(list_images(Path(cfg.data)))
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
+    if ck is not None:
+        config = json.loads(ck["config_json"])
+        model = build_model(**config)
+        latents = held = None
+    else:
+        base_config, base_state = _starting_point(cfg.init_from)
+        base = build_model("context", **base_config)
+        base.load_state_dict(base_state)
+        base.eval()
+        t_lat = time.time()
+        latents, held = _latents(base, train_paths), _latents(base, held_paths)
+        order = channel_order(base, latents)
+        print(f"analysed {len(latents)} + {len(held)} photos and ordered the channels "
+              f"in {time.time() - t_lat:.0f} s", flush=True)
+        config = dict(base_config, family="grouped", groups=list(cfg.groups), channel_order=order,
+                      group_features=cfg.group_features, group_hidden=cfg.group_hidden)
+        model = build_model(**config)
+        keys = model.load_state_dict(base_state, strict=False)
+        if keys.unexpected_keys or any(not k.startswith(GROUP_PREFIXES) for k in keys.missing_keys):
+            raise ValueError(f"{cfg.init_from} does not fit a grouped model of this architecture")
+    trainable = list(model.anchor_nets.parameters()) + list(model.nonanchor_nets.parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trainable, lr=cfg.lr)
+    state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [], "init_from": cfg.init_from}
+    state = resume(ckpt_path, model, opt, ck) or state
+    model.eval()
+    if latents is None:
+        latents, held = _latents(model, train_paths), _latents(model, held_paths)
+    weights = torch.tensor([float(l.shape[1] * l.shape[2]) for l in latents])
+    gen = torch.Generator().manual_seed(cfg.seed + state["step"])
+    run_record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_step": state["step"],
+                  "config": asdict(cfg)}
+    state["runs"].append(run_record)
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    log = (run_dir / "log.jsonl").open("a")
+
+    def save() -> None:
+        run_record.update(end_step=state["step"])
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "state_json": json.dumps(state), "config_json": json.dumps(config)}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    size = cfg.crop // 16
+    t0, cpu0 = time.time(), time.process_time()
+    cpu_base, wall_base = state["cpu_seconds"], state["wall_seconds"]
+    last_ckpt = t0
+    budget = cfg.minutes * 60
+    start_step = state["step"]
+    acc, acc_n = 0.0, 0
+    while not stop["flag"] and time.time() - t0 < budget:
+        elapsed = time.time() - t0
+        decay_start = budget * (1 - cfg.decay_frac)
+        lr = cfg.lr * min(1.0, (state["step"] - start_step + 1) / max(1, cfg.warmup))
+        lr *= 0.05 ** max(0.0, (elapsed - decay_start) / max(1e-9, budget - decay_start))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        lat = _sample(latents, weights, size, cfg.batch, gen)
+        level = torch.randint(0, model.num_levels, (cfg.batch,), generator=gen)
+        noise = torch.rand(lat.shape, generator=gen) - 0.5
+        bits = latent_bits(model, lat, level, noise).sum()
+        loss = bits / (lat.shape[0] * lat.shape[2] * lat.shape[3] * 256)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if math.isfinite(loss.item()):
+            opt.step()
+        state["step"] += 1
+        acc, acc_n = acc + loss.item(), acc_n + 1
+        state["cpu_seconds"] = cpu_base + time.process_time() - cpu0
+        state["wall_seconds"] = wall_base + time.time() - t0
+        if state["step"] % cfg.log_every == 0:
+            rec = {"step": state["step"], "lr": round(lr, 7),
+                   "cpu_h": round(state["cpu_seconds"] / 3600, 4), "bpp": round(acc / acc_n, 5)}
+            if state["step"] % cfg.validate_every == 0:
+                rec["val"] = validate(model, held)
+            acc, acc_n = 0.0, 0
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(json.dumps(rec), flush=True)
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            save()
+            last_ckpt = time.time()
+    state["final_val"] = validate(model, held)
+    save()
+    log.close()
+    print(f"stopped at step {state['step']}; validation {state['final_val']}", flush=True)
+    return ckpt_path

@@ -1,0 +1,276 @@
+"""The ``grouped`` family: channel groups on top of the checkerboard context, exact and tiled.
+
+These tests build grouped models from the shipped ``context`` weights plus seeded random
+group pass networks, export them to a temporary weights folder with the real export code,
+and code images with them.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lcodec import container
+from lcodec.api import Codec
+from lcodec.latent_coding import LatentCoder
+from lcodec.models import build_model
+from lcodec.models.context import anchor_mask
+from lcodec.runtime.exact import conv3x3_at
+from lcodec.runtime.ops import conv2d
+from lcodec.train.export import export_checkpoint
+from lcodec.train.grouped import GroupedTrainConfig, train_grouped
+from lcodec.train.loop import TrainConfig, train
+from lcodec.weights import find_entry, load_model, load_state_dict, weights_dir
+
+from .conftest import psnr, synthetic_photo
+
+GROUPS = (16, 16, 32, 64, 64)
+
+
+def _grouped_model(correction_scale: float, seed: int = 0):
+    """The shipped context weights in a grouped model with a shuffled channel order and
+    seeded group networks whose last layers are scaled to ``correction_scale``."""
+    entry = find_entry("context")
+    order = list(range(entry.config["M"]))
+    random.Random(seed).shuffle(order)
+    config = dict(entry.config, groups=GROUPS, channel_order=order, group_features=16, group_hidden=24)
+    model = build_model("grouped", **config)
+    model.load_state_dict(load_state_dict(weights_dir() / entry.file), strict=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for net in list(model.anchor_nets) + list(model.nonanchor_nets):
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+            for p in net.merge[-1].parameters():
+                p.mul_(correction_scale / 0.05)
+    return model.eval(), entry, config
+
+
+def _install(model, entry, config, folder):
+    """Copy the shipped context weights into ``folder`` and export ``model`` beside them."""
+    folder.mkdir(exist_ok=True)
+    shutil.copy(weights_dir() / entry.file, folder / entry.file)
+    manifest = json.loads((weights_dir() / "manifest.json").read_text())
+    manifest["models"] = [m for m in manifest["models"]
+                          if m["name"] == entry.name and m["version"] == entry.version]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    ckpt = folder / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "config_json": json.dumps({"family": "grouped", **config})}, ckpt)
+    return export_checkpoint(ckpt, "grouped", make_default=False, folder=folder)
+
+
+@pytest.fixture(scope="module")
+def grouped_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    _install(*_grouped_model(0.3, seed=1), folder)
+    return folder
+
+
+@pytest.fixture
+def grouped_codec(grouped_dir, monkeypatch):
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(grouped_dir))
+    return Codec("cpu", model="grouped")
+
+
+def _coded_params(loaded, y: np.ndarray, hyper_raw: np.ndarray):
+    """Means and table indexes of every latent as the codec codes ``y`` (original order), and
+    the decoded ``y_hat``."""
+    m = y.shape[1]
+    means, idx = np.zeros_like(y), np.zeros(y.shape, dtype=np.int64)
+
+    def code(mu, ix, channels, positions):
+        for k, c in enumerate(channels):
+            means[0, c][positions] = mu[0, k]
+            idx[0, c][positions] = ix[0, k]
+        return np.rint(y[:, channels][:, :, positions] - mu) + mu
+
+    y_hat = LatentCoder(loaded)._passes(hyper_raw, code)
+    assert means.shape[1] == m
+    return means, idx, y_hat
+
+
+# -- the exact group passes ----------------------------------------------------------------------
+
+def test_convolution_at_positions_is_the_full_convolution_there():
+    gen = np.random.default_rng(0)
+    x = np.floor(gen.normal(size=(7, 9, 5)) * 2 ** 12)
+    w = np.floor(gen.normal(size=(4, 5, 3, 3)) * 2 ** 10)
+    b = np.floor(gen.normal(size=4) * 2 ** 20)
+    positions = gen.random((7, 9)) < 0.4
+    assert np.array_equal(conv3x3_at(x, w, b, positions), conv2d(x, w, b, 1, 1)[positions])
+
+
+def test_zero_group_networks_code_as_the_context_model(tmp_path, monkeypatch):
+    model, entry, config = _grouped_model(0.0, seed=2)
+    _install(model, entry, config, tmp_path)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(tmp_path))
+    pixels = synthetic_photo(160, 96, seed=5)
+    ours = Codec("cpu", model="grouped").encode_pixels(pixels, 3, 4.5)
+    theirs = Codec("cpu", model="context").encode_pixels(pixels, 3, 4.5)
+    assert container.parse(ours).header.model_name == "grouped"
+    out_g, _ = Codec("cpu").decode_pixels(ours)
+    out_c, _ = Codec("cpu").decode_pixels(theirs)
+    assert np.array_equal(out_g, out_c)
+    assert abs(len(ours) - len(theirs)) <= 16  # the same symbols and tables, another order
+
+
+def test_integer_group_passes_follow_the_float_model(grouped_dir, monkeypatch):
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(grouped_dir))
+    loaded = load_model("grouped")
+    model = loaded.model
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn(1, model.M, 8, 10, generator=gen, dtype=torch.float64) * 3
+    z = torch.round(torch.randn(1, model.N, 2, 3, generator=gen) * 2)
+    hyper_raw = loaded.exact_hyper(z.numpy())[:, :, :8, :10]
+    means, idx, y_hat = _coded_params(loaded, y.numpy(), hyper_raw)
+    # the float model given the decoded latents rounds them to the same symbols (no rounding
+    # flip can cascade through the passes), so its parameters differ by weight quantization only
+    with torch.no_grad():
+        model64 = model.double()
+        f_means, f_scales = model64.entropy_params(torch.from_numpy(y_hat), torch.from_numpy(hyper_raw))
+    f_means = f_means.numpy()
+    a = anchor_mask(8, 10).numpy()
+    diff = np.abs(means - f_means)[0]
+    assert diff[:, a].max() < 0.02  # the anchor passes: the group networks' own quantization
+    # non-anchors also carry the checkerboard network's (larger on these synthetic latents)
+    assert np.median(diff) < 0.01 and diff.max() < 1.0
+    f_idx = np.minimum(np.searchsorted(loaded.scale_table, f_scales.numpy(), side="left"),
+                       len(loaded.scale_table) - 1)
+    assert (idx == f_idx)[0][:, a].mean() > 0.97 and (np.abs(idx - f_idx) <= 2).mean() > 0.99
+    # the group networks matter: without them the means are those of the checkerboard
+    c_means, _ = super(type(model64), model64).entropy_params(torch.from_numpy(y_hat), torch.from_numpy(hyper_raw))
+    assert np.abs(means - c_means.detach().numpy()).max() > 0.05
+
+
+def test_training_pass_is_causal():
+    """A latent's parameters depend only on latents coded in earlier passes."""
+    model, _, _ = _grouped_model(0.5, seed=4)
+    y = (torch.randn(1, model.M, 6, 6, generator=torch.Generator().manual_seed(5)) * 3).requires_grad_()
+    hyper_raw = torch.randn(1, 2 * model.M, 6, 6, generator=torch.Generator().manual_seed(6))
+    means, scales = model.entropy_params(y, hyper_raw)
+    a = anchor_mask(6, 6)
+    group_of = torch.empty(model.M, dtype=torch.long)
+    for g, (lo, hi) in enumerate(model.group_bounds()):
+        group_of[list(model.channel_order[lo:hi])] = g
+    G = len(model.groups)
+    step = torch.where(a, 0, G)[None, :, :] + group_of[:, None, None]  # the pass of each latent
+    for c, i, j in ((model.channel_order[20], 0, 0), (model.channel_order[100], 2, 3),
+                    (model.channel_order[-1], 5, 4), (model.channel_order[0], 1, 0)):
+        for out in (means, scales):
+            (grad,) = torch.autograd.grad(out[0, c, i, j], y, retain_graph=True, allow_unused=True)
+            if grad is None:
+                continue
+            touched = grad[0].abs() > 0
+            assert (step[touched] < step[c, i, j]).all()
+    # the last non-anchor group does see earlier groups at its own position
+    c = model.channel_order[-1]
+    (grad,) = torch.autograd.grad(means[0, c, 1, 0], y, retain_graph=True)
+    assert grad[0, model.channel_order[0], 1, 0] != 0
+
+
+# -- coding with the grouped family --------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(1, 1), (13, 7), (129, 65)])
+def test_round_trip_any_size(grouped_codec, size):
+    w, h = size
+    pixels = synthetic_photo(w, h, seed=w + h)
+    data = grouped_codec.encode_pixels(pixels, 3, 6.0)
+    assert container.parse(data).header.model_name == "grouped"
+    out, header = grouped_codec.decode_pixels(data)
+    assert out.shape == pixels.shape and header.channels == 3
+    if w * h > 1000:
+        assert psnr(out, pixels) > 24
+
+
+def test_tiled_file_decodes_and_is_deterministic(grouped_dir, monkeypatch):
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(grouped_dir))
+    pixels = synthetic_photo(300, 200, seed=9)
+    tiled = Codec("cpu", model="grouped", tile=128)
+    data = tiled.encode_pixels(pixels, 3, 5.0)
+    assert data == tiled.encode_pixels(pixels, 3, 5.0)
+    assert len(container.parse(data).tiles) == 6
+    full, _ = tiled.decode_pixels(data)
+    assert psnr(full, pixels) > 24
+    region, _ = Codec("cpu").decode_pixels(data, region=(130, 70, 120, 120))
+    diff = np.abs(region.astype(int) - full[70:190, 130:250].astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+# -- training the group networks ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        Image.fromarray(synthetic_photo(192, 160, seed=i)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_train_grouped_learns_resumes_and_exports(photos, tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    cfg = dict(init_from="context", data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.05,
+               crop=128, batch=2, threads=1, log_every=5, validate_every=10)
+    try:
+        ckpt = train_grouped(GroupedTrainConfig(**cfg))
+        saved = torch.load(ckpt, weights_only=True)
+        state, config = json.loads(saved["state_json"]), json.loads(saved["config_json"])
+        assert state["step"] > 0 and set(state["final_val"]) == {"q1_saving_pct", "q5_saving_pct", "q8_saving_pct"}
+        assert config["family"] == "grouped" and config["groups"] == list(GroupedTrainConfig.groups)
+        assert sorted(config["channel_order"]) == list(range(config["M"]))
+        # every network of the context model stays as shipped; the group networks learn
+        shipped = load_state_dict(weights_dir() / find_entry("context").file)
+        for key in ("g_s.0.weight", "h_s.4.weight", "entropy_parameters.4.weight"):
+            assert torch.equal(saved["model"][key], shipped[key])
+        assert saved["model"]["nonanchor_nets.3.merge.4.weight"].abs().sum() > 0
+        assert saved["model"]["anchor_nets.0.merge.4.weight"].abs().sum() > 0
+        train_grouped(GroupedTrainConfig(**cfg))  # resumes the folder
+        state = json.loads(torch.load(ckpt, weights_only=True)["state_json"])
+        assert len(state["runs"]) == 2 and state["runs"][1]["start_step"] > 0
+    finally:
+        torch.set_num_threads(before)
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "grouped", make_default=False, folder=folder)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(128, 96, seed=3)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu", model="grouped").encode_pixels(pixels, 3, 6.0))
+    assert header.model_name == "grouped" and psnr(out, pixels) > 24
+
+
+def test_train_grouped_starts_only_from_context_weights(photos, tmp_path):
+    with pytest.raises(ValueError, match="not a model of the 'context' family"):
+        train_grouped(GroupedTrainConfig(init_from="hyperprior", data=str(photos),
+                                         run_dir=str(tmp_path / "run"), minutes=0.0, threads=1))
+
+
+def test_grouped_model_trains_end_to_end_with_a_context_runs_adam_state(photos, tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        common = dict(data=str(photos), crop=64, batch=2, threads="1", compile="off", minutes=5.0)
+        train(TrainConfig(**common, family="context", init_from="context", max_steps=2,
+                          run_dir=str(tmp_path / "ctx")))
+        start = train_grouped(GroupedTrainConfig(init_from="context", data=str(photos), minutes=0.02,
+                                                 crop=128, batch=2, threads=1,
+                                                 run_dir=str(tmp_path / "groups")))
+        cfg = dict(common, family="grouped", init_from=str(start), max_steps=2,
+                   adam_from=str(tmp_path / "ctx" / "checkpoint.pt"), run_dir=str(tmp_path / "e2e"))
+        ckpt = train(TrainConfig(**cfg))
+        assert "Adam's moments carried from" in capsys.readouterr().out
+        saved, first = torch.load(ckpt, weights_only=True), torch.load(start, weights_only=True)
+        config = json.loads(saved["config_json"])
+        assert config["family"] == "grouped"
+        assert config["channel_order"] == json.loads(first["config_json"])["channel_order"]
+        # the transforms and the group networks both learn
+        for key in ("g_a.0.weight", "nonanchor_nets.3.merge.4.weight"):
+            assert not torch.equal(saved["model"][key], first["model"][key])
+        train(TrainConfig(**{**cfg, "max_steps": 3}))  # resumes with its own groups
+        assert json.loads(torch.load(ckpt, weights_only=True)["state_json"])["step"] == 3
+        with pytest.raises(ValueError, match="starts from a grouped model"):
+            train(TrainConfig(**{**cfg, "init_from": str(tmp_path / "ctx" / "checkpoint.pt"),
+                                 "run_dir": str(tmp_path / "wrong")}))
+    finally:
+        torch.set_num_threads(before)
