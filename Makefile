@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 KODAK  ?= ../shared/data/kodak
 TRAIN  ?= ../shared/data/train
 
-.PHONY: setup demo test bench train train-hyperprior train-context fuzz clean
+.PHONY: setup demo test bench train train-hyperprior train-context train-grouped fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ train-hyperprior: setup
 # Context networks alone on top of the newest shipped hyperprior (its transforms stay frozen).
 train-context: setup
 	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context-networks --minutes 40 --export context
+
+# Channel-group networks on top of the newest shipped context weights (frozen): run 46's recipe,
+# which made grouped v1 (resumes runs/grouped when it has a checkpoint).
+train-grouped: setup
+	$(BIN)/lcodec train-grouped --data $(TRAIN) --init-from context --run-dir runs/grouped --minutes 45 \
+	  --validate-every 250 --export grouped
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out.lc demo-out.png .pytest_cache

@@ -22,6 +22,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of four small synthetic training photos."""
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        Image.fromarray(synthetic_photo(192, 160, seed=i)).save(folder / f"p{i}.png")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def codec():
     from lcodec.api import Codec

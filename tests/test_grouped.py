@@ -13,7 +13,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from lcodec import container
 from lcodec.api import Codec
@@ -202,14 +201,6 @@ def test_tiled_file_decodes_and_is_deterministic(grouped_dir, monkeypatch):
 
 
 # -- training the group networks ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(4):
-        Image.fromarray(synthetic_photo(192, 160, seed=i)).save(folder / f"p{i}.png")
-    return folder
-
 
 def test_train_grouped_learns_resumes_and_exports(photos, tmp_path, monkeypatch):
     before = torch.get_num_threads()

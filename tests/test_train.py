@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from lcodec.api import Codec
 from lcodec.train.context import ContextTrainConfig, train_context
@@ -31,14 +30,6 @@ def _keep_thread_count():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(4):
-        Image.fromarray(synthetic_photo(192, 160, seed=i)).save(folder / f"p{i}.png")
-    return folder
 
 
 def test_level_weights_equalize_levels_whose_losses_differ_in_scale():

@@ -14,10 +14,6 @@ loop's layout, so :func:`lcodec.train.export.export_checkpoint` ships it.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +24,9 @@ from ..models import build_model
 from ..models.context import CONTEXT_PREFIXES, anchor_mask
 from ..models.hyperprior import default_hyper_hidden
 from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
-from .data import list_images, load_rgb, split_holdout
+from .data import list_images, split_holdout
 from .levels import lambdas_of
+from .latent_loop import LoopSettings, photo_latents, run_on_latents
 from .loop import keep_freed_memory, resume
 from .widen import hidden_widths, hyper_widths
 
@@ -54,20 +51,6 @@ class ContextTrainConfig:
     checkpoint_minutes: float = 3.0
 
 
-def _latents(model: torch.nn.Module, paths: list[Path]) -> list[torch.Tensor]:
-    """``g_a(x - 0.5)`` (no gain) of each photo, cropped to a multiple of 64 pixels."""
-    out = []
-    with torch.inference_mode():
-        for p in paths:
-            im = load_rgb(p)
-            h, w = im.shape[0] // 64 * 64, im.shape[1] // 64 * 64
-            if h == 0 or w == 0:
-                continue
-            x = torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float() / 255
-            out.append(model.g_a(x.contiguous(memory_format=torch.channels_last) - 0.5)[0].contiguous())
-    return out
-
-
 def nonanchor_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tensor,
                    noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Estimated bits of the non-anchor latents with the context and with the hyperprior alone.
@@ -85,24 +68,6 @@ def nonanchor_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tenso
     ctx = -gaussian_likelihood(y + noise - means2, scales2).log2()
     na = ~anchor_mask(y.shape[2], y.shape[3])
     return ctx[:, :, na].sum(), hyper[:, :, na].sum()
-
-
-def _sample(latents: list[torch.Tensor], weights: torch.Tensor, size: int, batch: int,
-            gen: torch.Generator) -> torch.Tensor:
-    """Random ``size x size`` latent crops (images chosen by area), with random flips."""
-    out = []
-    for k in torch.multinomial(weights, batch, replacement=True, generator=gen).tolist():
-        lat = latents[k]
-        h, w = lat.shape[1:]
-        s = min(size, h, w) // 4 * 4
-        top = int(torch.randint(0, h - s + 1, (1,), generator=gen)) // 2 * 2  # keep the parity
-        left = int(torch.randint(0, w - s + 1, (1,), generator=gen)) // 2 * 2
-        crop = lat[:, top:top + s, left:left + s]
-        if int(torch.randint(0, 2, (1,), generator=gen)):
-            crop = crop.flip(2)
-        out.append(crop[:, :s, :s])
-    s = min(c.shape[1] for c in out)
-    return torch.stack([c[:, :s, :s] for c in out])
 
 
 @torch.no_grad()
@@ -176,68 +141,20 @@ def train_context(cfg: ContextTrainConfig) -> Path:
 
     train_paths, held_paths = split_holdout(list_images(Path(cfg.data)))
     t_lat = time.time()
-    latents = _latents(model, train_paths)
-    held = _latents(model, held_paths)
+    latents = photo_latents(model, train_paths)
+    held = photo_latents(model, held_paths)
     print(f"analysed {len(latents)} + {len(held)} photos in {time.time() - t_lat:.0f} s", flush=True)
-    weights = torch.tensor([float(l.shape[1] * l.shape[2]) for l in latents])
-    gen = torch.Generator().manual_seed(cfg.seed + state["step"])
-    run_record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_step": state["step"],
-                  "config": asdict(cfg)}
-    state["runs"].append(run_record)
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
-    log = (run_dir / "log.jsonl").open("a")
 
-    def save() -> None:
-        run_record.update(end_step=state["step"])
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "state_json": json.dumps(state), "config_json": json.dumps(config)}, tmp)
-        os.replace(tmp, ckpt_path)
-
-    size = cfg.crop // 16
-    t0, cpu0 = time.time(), time.process_time()
-    cpu_base, wall_base = state["cpu_seconds"], state["wall_seconds"]
-    last_ckpt = t0
-    budget = cfg.minutes * 60
-    acc = {"ctx": 0.0, "hyper": 0.0}
-    while not stop["flag"] and time.time() - t0 < budget:
-        elapsed = time.time() - t0
-        decay_start = budget * (1 - cfg.decay_frac)
-        lr = cfg.lr * (0.05 ** max(0.0, (elapsed - decay_start) / max(1e-9, budget - decay_start)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        lat = _sample(latents, weights, size, cfg.batch, gen)
-        level = torch.randint(0, model.num_levels, (cfg.batch,), generator=gen)
-        noise = torch.rand(lat.shape, generator=gen) - 0.5
+    def step(lat, level, noise):
         ctx_bits, hyper_bits = nonanchor_bits(model, lat, level, noise)
-        pixels = lat.shape[0] * lat.shape[2] * lat.shape[3] * 256
-        loss = ctx_bits / pixels
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if math.isfinite(loss.item()):
-            opt.step()
-        state["step"] += 1
-        acc["ctx"] += ctx_bits.item()
-        acc["hyper"] += float(hyper_bits)
-        state["cpu_seconds"] = cpu_base + time.process_time() - cpu0
-        state["wall_seconds"] = wall_base + time.time() - t0
-        if state["step"] % cfg.log_every == 0:
-            rec = {"step": state["step"], "lr": round(lr, 7),
-                   "cpu_h": round(state["cpu_seconds"] / 3600, 4),
-                   "saving_pct": round(100 * (1 - acc["ctx"] / max(acc["hyper"], 1e-9)), 2)}
-            if state["step"] % (cfg.log_every * 10) == 0:
-                rec["val"] = validate(model, held)
-            acc = {"ctx": 0.0, "hyper": 0.0}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(json.dumps(rec), flush=True)
-        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-            save()
-            last_ckpt = time.time()
-    state["final_val"] = validate(model, held)
-    save()
-    log.close()
-    print(f"stopped at step {state['step']}; validation {state['final_val']}", flush=True)
-    return ckpt_path
+        loss = ctx_bits / (lat.shape[0] * lat.shape[2] * lat.shape[3] * 256)
+        return loss, {"ctx": ctx_bits.item(), "hyper": float(hyper_bits)}
+
+    def summarize(sums, _steps):
+        return {"saving_pct": round(100 * (1 - sums["ctx"] / max(sums["hyper"], 1e-9)), 2)}
+
+    settings = LoopSettings(minutes=cfg.minutes, lr=cfg.lr, crop=cfg.crop, batch=cfg.batch, seed=cfg.seed,
+                            log_every=cfg.log_every, validate_every=cfg.log_every * 10,
+                            checkpoint_minutes=cfg.checkpoint_minutes, decay_frac=cfg.decay_frac)
+    return run_on_latents(model, opt, state, config, run_dir, settings, asdict(cfg), latents, step,
+                          summarize, lambda: validate(model, held))

@@ -20,9 +20,6 @@ ships it.
 from __future__ import annotations
 
 import json
-import math
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +29,7 @@ import torch
 from ..models import build_model
 from ..models.entropy_models import gaussian_likelihood
 from ..models.grouped_context import GROUP_PREFIXES
-from .context import _latents, _sample
+from .latent_loop import LoopSettings, photo_latents, run_on_latents
 from .data import list_images, split_holdout
 from .loop import keep_freed_memory, resume
 
@@ -139,7 +136,7 @@ def train_grouped(cfg: GroupedTrainConfig) -> Path:
         base.load_state_dict(base_state)
         base.eval()
         t_lat = time.time()
-        latents, held = _latents(base, train_paths), _latents(base, held_paths)
+        latents, held = photo_latents(base, train_paths), photo_latents(base, held_paths)
         order = channel_order(base, latents)
         print(f"analysed {len(latents)} + {len(held)} photos and ordered the channels "
               f"in {time.time() - t_lat:.0f} s", flush=True)
@@ -159,65 +156,16 @@ def train_grouped(cfg: GroupedTrainConfig) -> Path:
     state = resume(ckpt_path, model, opt, ck) or state
     model.eval()
     if latents is None:
-        latents, held = _latents(model, train_paths), _latents(model, held_paths)
-    weights = torch.tensor([float(l.shape[1] * l.shape[2]) for l in latents])
-    gen = torch.Generator().manual_seed(cfg.seed + state["step"])
-    run_record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_step": state["step"],
-                  "config": asdict(cfg)}
-    state["runs"].append(run_record)
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
-    log = (run_dir / "log.jsonl").open("a")
+        latents, held = photo_latents(model, train_paths), photo_latents(model, held_paths)
 
-    def save() -> None:
-        run_record.update(end_step=state["step"])
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "state_json": json.dumps(state), "config_json": json.dumps(config)}, tmp)
-        os.replace(tmp, ckpt_path)
+    def step(lat, level, noise):
+        loss = latent_bits(model, lat, level, noise).sum() / (lat.shape[0] * lat.shape[2] * lat.shape[3] * 256)
+        return loss, {"bpp": loss.item()}
 
-    size = cfg.crop // 16
-    t0, cpu0 = time.time(), time.process_time()
-    cpu_base, wall_base = state["cpu_seconds"], state["wall_seconds"]
-    last_ckpt = t0
-    budget = cfg.minutes * 60
-    start_step = state["step"]
-    acc, acc_n = 0.0, 0
-    while not stop["flag"] and time.time() - t0 < budget:
-        elapsed = time.time() - t0
-        decay_start = budget * (1 - cfg.decay_frac)
-        lr = cfg.lr * min(1.0, (state["step"] - start_step + 1) / max(1, cfg.warmup))
-        lr *= 0.05 ** max(0.0, (elapsed - decay_start) / max(1e-9, budget - decay_start))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        lat = _sample(latents, weights, size, cfg.batch, gen)
-        level = torch.randint(0, model.num_levels, (cfg.batch,), generator=gen)
-        noise = torch.rand(lat.shape, generator=gen) - 0.5
-        bits = latent_bits(model, lat, level, noise).sum()
-        loss = bits / (lat.shape[0] * lat.shape[2] * lat.shape[3] * 256)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if math.isfinite(loss.item()):
-            opt.step()
-        state["step"] += 1
-        acc, acc_n = acc + loss.item(), acc_n + 1
-        state["cpu_seconds"] = cpu_base + time.process_time() - cpu0
-        state["wall_seconds"] = wall_base + time.time() - t0
-        if state["step"] % cfg.log_every == 0:
-            rec = {"step": state["step"], "lr": round(lr, 7),
-                   "cpu_h": round(state["cpu_seconds"] / 3600, 4), "bpp": round(acc / acc_n, 5)}
-            if state["step"] % cfg.validate_every == 0:
-                rec["val"] = validate(model, held)
-            acc, acc_n = 0.0, 0
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(json.dumps(rec), flush=True)
-        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-            save()
-            last_ckpt = time.time()
-    state["final_val"] = validate(model, held)
-    save()
-    log.close()
-    print(f"stopped at step {state['step']}; validation {state['final_val']}", flush=True)
-    return ckpt_path
+    settings = LoopSettings(minutes=cfg.minutes, lr=cfg.lr, crop=cfg.crop, batch=cfg.batch, seed=cfg.seed,
+                            log_every=cfg.log_every, validate_every=cfg.validate_every,
+                            checkpoint_minutes=cfg.checkpoint_minutes, decay_frac=cfg.decay_frac,
+                            warmup=cfg.warmup)
+    return run_on_latents(model, opt, state, config, run_dir, settings, asdict(cfg), latents, step,
+                          lambda sums, n: {"bpp": round(sums["bpp"] / n, 5)},
+                          lambda: validate(model, held))
