@@ -19,6 +19,7 @@ from lcodec.api import Codec
 from lcodec.latent_coding import LatentCoder
 from lcodec.models import build_model
 from lcodec.models.context import anchor_mask
+from lcodec.runtime import exact
 from lcodec.runtime.exact import conv3x3_at
 from lcodec.runtime.ops import conv2d
 from lcodec.train.export import export_checkpoint
@@ -95,12 +96,14 @@ def _coded_params(loaded, y: np.ndarray, hyper_raw: np.ndarray):
 
 # -- the exact group passes ----------------------------------------------------------------------
 
-def test_convolution_at_positions_is_the_full_convolution_there():
+def test_convolution_at_positions_is_the_full_convolution_there(monkeypatch):
     gen = np.random.default_rng(0)
     x = np.floor(gen.normal(size=(7, 9, 5)) * 2 ** 12)
     w = np.floor(gen.normal(size=(4, 5, 3, 3)) * 2 ** 10)
     b = np.floor(gen.normal(size=4) * 2 ** 20)
     positions = gen.random((7, 9)) < 0.4
+    assert np.array_equal(conv3x3_at(x, w, b, positions), conv2d(x, w, b, 1, 1)[positions])
+    monkeypatch.setattr(exact, "PATCH_BLOCK", 5)  # positions in several blocks: the same integers
     assert np.array_equal(conv3x3_at(x, w, b, positions), conv2d(x, w, b, 1, 1)[positions])
 
 

@@ -206,6 +206,9 @@ def floored_input(raw: np.ndarray, scale_floor: float | None) -> np.ndarray:
     return np.concatenate([np.maximum(raw[:, :m], scale_floor), raw[:, m:]], axis=1)
 
 
+PATCH_BLOCK = 2048  # positions per block of conv3x3_at (a 192-channel block: 27 MiB of patches)
+
+
 def conv3x3_at(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """A 3x3 convolution (stride 1, zero padding 1) of ``x`` (``(H, W, Cin)``) with a
     torch-layout ``weight`` (``(Cout, Cin, 3, 3)``), evaluated only at ``positions`` (boolean
@@ -214,9 +217,13 @@ def conv3x3_at(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, positions: n
     cout, cin = weight.shape[:2]
     rows, cols = np.nonzero(positions)
     padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    patches = np.stack([padded[rows + di, cols + dj] for di in range(3) for dj in range(3)], axis=1)
     wmat = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(9 * cin, cout), dtype=x.dtype)
-    return patches.reshape(len(rows), 9 * cin) @ wmat + bias
+    out = np.empty((len(rows), cout))
+    for start in range(0, len(rows), PATCH_BLOCK):  # bounds the patch matrix's memory
+        r, c = rows[start:start + PATCH_BLOCK], cols[start:start + PATCH_BLOCK]
+        patches = np.stack([padded[r + di, c + dj] for di in range(3) for dj in range(3)], axis=1)
+        out[start:start + len(r)] = patches.reshape(len(r), 9 * cin) @ wmat + bias
+    return out
 
 
 class ExactGroupPass:
