@@ -268,3 +268,17 @@ def test_grouped_model_trains_end_to_end_with_a_context_runs_adam_state(photos, 
                                  "run_dir": str(tmp_path / "wrong")}))
     finally:
         torch.set_num_threads(before)
+
+
+def test_weights_whose_groups_do_not_describe_the_latent_are_refused(grouped_dir, tmp_path, monkeypatch):
+    from lcodec.errors import WeightsError
+
+    folder = tmp_path / "weights"
+    shutil.copytree(grouped_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = next(m for m in manifest["models"] if m["family"] == "grouped")
+    entry["config"]["groups"] = [16, 16, 32, 64]  # 128 of the 192 channels
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    with pytest.raises(WeightsError, match="do not fit the grouped model"):
+        load_model("grouped")
