@@ -72,10 +72,10 @@ class LatentCoder:
 
     def _passes(self, hyper_raw: np.ndarray, code: PassCoder) -> np.ndarray:
         """Walk the family's passes over one tile, coding each with ``code``; return ``y_hat``."""
-        m, h, w = hyper_raw.shape[1] // 2, hyper_raw.shape[2], hyper_raw.shape[3]
-        every = np.arange(m)
         if self.grouped is not None:
             return self._grouped_passes(hyper_raw, code)
+        m, h, w = hyper_raw.shape[1] // 2, hyper_raw.shape[2], hyper_raw.shape[3]
+        every = np.arange(m)
         means, idx = self._means_and_indexes(hyper_raw)
         if self.context is None:
             flat = (1, m, h * w)

@@ -113,7 +113,6 @@ class ChannelGroupedContext(CheckerboardContext):
         Returns the means and scales used (coding order, valid at ``positions``) and
         ``decoded`` with those latents added (quantized as the codec does, straight-through).
         """
-        M = y.shape[1]
         base_in = self.merge_input(base)
         base_s, base_m = base.chunk(2, dim=1)
         means, scales = [], []
@@ -127,7 +126,6 @@ class ChannelGroupedContext(CheckerboardContext):
             decoded = torch.cat([decoded[:, :lo], decoded[:, lo:hi] + y_hat, decoded[:, hi:]], dim=1)
             means.append(m)
             scales.append(s)
-        assert decoded.shape[1] == M
         return torch.cat(means, dim=1), torch.cat(scales, dim=1), decoded
 
     def entropy_params(self, y: torch.Tensor, hyper_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
