@@ -64,6 +64,10 @@ def test_rd_markdown_shows_two_models_and_their_bd_rate():
     assert "- lcodec-context vs lcodec-hyperprior: PSNR -10.0%, MS-SSIM -10.0% (target <= -5%)" in text
     assert "| lcodec-context | -40.0% | -10.0% |" in text
     assert "| lcodec-hyperprior | -33.3% | - |" in text
+    assert "Re-used" not in text
+    data["reused"] = {"lcodec-hyperprior": "2026-12-02"}
+    assert "earlier `make bench`" in benchmark.rd_markdown(data)
+    assert "lcodec-hyperprior (2026-12-02)" in benchmark.rd_markdown(data)
 
 
 def _speed(models):
@@ -152,3 +156,61 @@ def test_machine_line_names_the_cpu_simd():
     assert benchmark.vector_extensions({"sse4_2"}) == "no AVX2"
     line = benchmark.machine()
     assert "cores" in line and "torch" in line
+
+
+def test_sources_digest_follows_coding_sources_only(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "train").mkdir()
+    for rel in ("pipeline.py", "models/net.py", "eval/bench.py", "train/loop.py"):
+        (tmp_path / rel).write_text("x = 1\n")
+    first = benchmark.sources_digest(tmp_path)
+    (tmp_path / "eval/bench.py").write_text("x = 2\n")
+    (tmp_path / "train/loop.py").write_text("x = 2\n")
+    assert benchmark.sources_digest(tmp_path) == first
+    (tmp_path / "models/net.py").write_text("x = 2\n")
+    assert benchmark.sources_digest(tmp_path) != first
+
+
+def test_model_results_reuse_matching_records_and_remeasure_otherwise(tmp_path, monkeypatch):
+    from lcodec.eval import classical, runner
+
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_photo(40, 32, seed=i)).save(kodak / f"k{i}.png")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    calls = []
+    real_run_eval, real_make_codec = runner.run_eval, classical.make_codec
+
+    def counting_run_eval(images, codecs, *args, **kwargs):
+        calls.append([c.name for c in codecs])
+        return real_run_eval(images, codecs, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_eval", counting_run_eval)
+    # a two-point sweep keeps the test quick
+    monkeypatch.setattr(classical, "make_codec", lambda name: real_make_codec(name, [2, 6]))
+    names = ["lcodec-hyperprior", "lcodec-context"]
+    records, codecs, reused = benchmark.model_results(kodak, bench, names, 1, refresh=False)
+    assert calls == [names] and reused == {}
+    assert sorted({r["codec"] for r in records}) == sorted(names) and len(records) == 2 * 2 * 2
+    assert list(codecs) == names and codecs[names[0]]["qualities"] == [2, 6]
+
+    again, _, reused = benchmark.model_results(kodak, bench, names, 1, refresh=False)
+    assert len(calls) == 1 and list(reused) == names
+    assert again == records
+
+    # another sweep of one model: only that one is measured again
+    monkeypatch.setattr(classical, "make_codec",
+                        lambda name: real_make_codec(name, [2, 6] if name == names[0] else [3]))
+    _, _, reused = benchmark.model_results(kodak, bench, names, 1, refresh=False)
+    assert calls[-1] == names[1:] and list(reused) == names[:1]
+    # another build of the coding path: every model is measured again
+    real_fp = benchmark.coding_fingerprint()
+    monkeypatch.setattr(benchmark, "coding_fingerprint", lambda: {**real_fp, "torch": "other"})
+    benchmark.model_results(kodak, bench, names, 1, refresh=False)
+    assert calls[-1] == names
+    # --refresh-models measures them even when the key matches
+    benchmark.model_results(kodak, bench, names[:1], 1, refresh=True)
+    assert calls[-1] == names[:1]

@@ -5,7 +5,9 @@ Every installed lcodec model family is measured (its newest version, as ``lcodec
 
 1. Rate-distortion on the Kodak images: the lcodec models against JPEG 4:2:0, WebP, AVIF
    (speed 6 and speed 2) and JPEG XL when available, with BD-rates (``docs/bench/results.json``
-   and plots), against JPEG, the hyperprior model, WebP and AVIF.
+   and plots), against JPEG, the hyperprior model, WebP and AVIF. Per-image records are
+   cached (``bench/classical.json``, ``bench/lcodec-models.json``) and re-used while nothing
+   that decides them has changed, so a new set of weights costs only its own sweep.
 2. Speed: in-process encode/decode seconds per image of each model (loaded), with the ratio
    of each model's times to the hyperprior's, and whole ``lcodec`` commands with the default
    model (process start, torch import and weights load included), with peak RSS.
@@ -194,24 +196,97 @@ def rd_anchors(models: list) -> tuple[str, ...]:
     return (ANCHORS[0], eval_name(baseline_model(models)), *ANCHORS[1:])
 
 
+def sources_digest(root: Path) -> str:
+    """sha256 (16 hex digits) of the coding sources under package folder ``root``: every
+    ``*.py`` outside ``eval/`` and ``train/``, with its relative path."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.split("/")[0] in ("eval", "train"):
+            continue
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def coding_fingerprint() -> dict:
+    """What, besides the weights, decides lcodec's files and decoded pixels on this machine:
+    the package's coding sources (:func:`sources_digest`), the versions of the libraries the
+    coding path computes with, and the CPU's vector extensions (floats may round differently
+    with another SIMD width)."""
+    from importlib import metadata
+
+    import torch
+
+    try:
+        flags = next(l.split(":", 1)[1].split() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                     if l.startswith("flags"))
+        simd = vector_extensions(set(flags))
+    except (OSError, StopIteration):
+        simd = platform.machine()
+    return {"sources_sha256": sources_digest(Path(__file__).resolve().parent.parent),
+            "torch": torch.__version__, "numpy": np.__version__,
+            "constriction": metadata.version("constriction"), "simd": simd}
+
+
+def model_results(kodak: Path, bench: Path, names: list[str], jobs: int,
+                  refresh: bool) -> tuple[list, dict, dict[str, str]]:
+    """Per-image records of the lcodec models ``names``, each cached in ``bench/lcodec-models.json``.
+
+    A model's records are re-used while its key matches: the image list, its settings (model,
+    weights sha256, effort, lcodec version), its sweep and :func:`coding_fingerprint`. So a
+    ``make bench`` after a weights change measures only the new weights, and any change to the
+    coding sources, libraries or CPU measures every model again. The re-used records keep the
+    seconds of the run that measured them. Returns (records, codec metadata, {re-used name: date}).
+    """
+    from .classical import make_codec
+    from .runner import json_safe, run_eval
+
+    cache = bench / "lcodec-models.json"
+    saved = json.loads(cache.read_text()) if cache.exists() and not refresh else {}
+    images = [p.name for p in list_images(kodak)]
+    fingerprint = coding_fingerprint()
+    codecs = [make_codec(name) for name in names]
+    keys = {c.name: json_safe({"images": images, "settings": c.settings,
+                               "qualities": list(c.qualities), "coding": fingerprint}) for c in codecs}
+    todo = [c for c in codecs if saved.get(c.name, {}).get("key") != keys[c.name]]
+    if todo:
+        data = run_eval(kodak, todo, None, None, jobs, progress=sys.stderr.isatty(), plots=False)
+        records = json_safe(data["per_image"])
+        for c in todo:
+            saved[c.name] = {"key": keys[c.name], "date": dt.date.today().isoformat(),
+                             "codec": json_safe(data["codecs"][c.name]),
+                             "per_image": [r for r in records if r["codec"] == c.name]}
+        cache.write_text(json.dumps(saved, indent=1) + "\n")
+    per_image = [r for c in codecs for r in saved[c.name]["per_image"]]
+    reused = {c.name: saved[c.name]["date"] for c in codecs if c not in todo}
+    return per_image, {c.name: saved[c.name]["codec"] for c in codecs}, reused
+
+
 def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool,
-                    models: list | None = None) -> tuple[dict, dict]:
-    """The sweep of every lcodec model plus the (cached) classical codecs: results.json, plots,
-    BD-rates."""
+                    models: list | None = None, refresh_models: bool = False) -> tuple[dict, dict]:
+    """The sweep of every lcodec model plus the classical codecs, both cached: results.json,
+    plots, BD-rates."""
     from .plots import write_plots
-    from .runner import average_records, bd_rate_table, run_eval, write_results
+    from .runner import (CONVENTIONS, SCHEMA, average_records, bd_rate_table, image_entries,
+                         write_results)
 
     models = models or installed_models()
     names = [eval_name(e) for e in models] + [f"{eval_name(models[0])}@e{BENCH_EFFORT}"]
     per_image, codecs, missing = classical_results(kodak, bench, jobs, refresh)
-    mine = run_eval(kodak, names, None, None, jobs, progress=sys.stderr.isatty(), plots=False)
-    per_image = list(mine["per_image"]) + list(per_image)
-    codecs = {**mine["codecs"], **codecs}
+    mine, mine_codecs, reused = model_results(kodak, bench, names, jobs, refresh_models)
+    per_image = mine + list(per_image)
+    codecs = {**mine_codecs, **codecs}
     average = average_records(per_image)
     order = [*names, *CLASSICAL]
     average = {k: average[k] for k in order if k in average}
-    data = {**mine, "image_set": "Kodak", "codecs": codecs, "per_image": per_image,
-            "average": average, "baseline": eval_name(baseline_model(models)),
+    data = {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "image_set": "Kodak", "images_dir": str(kodak),
+            "images": image_entries(list_images(kodak), per_image), "conventions": CONVENTIONS,
+            "jobs": jobs, "reused": reused,
+            "platform": {"python": platform.python_version(), "machine": platform.machine(), "cpu": machine()}, "codecs": codecs,
+            "per_image": per_image, "average": average, "baseline": eval_name(baseline_model(models)),
             "bd_rate": bd_rate_table(average, rd_anchors(models))}
     data["plots"] = [p.name for p in write_plots(data, bench)]
     write_results(data, bench / "results.json")
@@ -220,6 +295,16 @@ def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool,
 
 def _pct(v) -> str:
     return "n/a" if v is None or v != v else f"{v:+.1f}%"
+
+
+def reused_lines(reused: dict[str, str]) -> list[str]:
+    """A paragraph naming the lcodec models whose records came from an earlier bench."""
+    if not reused:
+        return []
+    named = ", ".join(f"{name} ({date})" for name, date in reused.items())
+    return [f"Re-used from an earlier `make bench` (same weights, coding sources, libraries and CPU "
+            f"extensions, so the same files; their seconds are from that run): {named}. "
+            "`--refresh-models` measures them again.", ""]
 
 
 def rd_markdown(data: dict) -> str:
@@ -231,6 +316,7 @@ def rd_markdown(data: dict) -> str:
              "model (newest version of each installed family); `@e<N>` marks encoder effort N "
              "(`lcodec encode -e N`: latent refinement, same decoder).", "",
              "![RD curves, PSNR](bench/rd_psnr.png)", "", "![RD curves, MS-SSIM](bench/rd_msssim.png)", "",
+             *reused_lines(data.get("reused", {})),
              "| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for codec, points in avg.items():
@@ -325,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: rd,speed,scaling")
     ap.add_argument("--refresh-classical", action="store_true",
                     help="re-run the classical codecs even if bench/classical.json matches")
+    ap.add_argument("--refresh-models", action="store_true",
+                    help="re-run every lcodec model even if bench/lcodec-models.json matches")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     bench = args.out / "bench"
@@ -333,7 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     models = installed_models()
     parts = []
     if "rd" not in skip:
-        data, missing = rate_distortion(args.kodak, bench, args.jobs, args.refresh_classical, models)
+        data, missing = rate_distortion(args.kodak, bench, args.jobs, args.refresh_classical, models,
+                                        args.refresh_models)
         parts.append(rd_markdown(data))
         if missing:
             parts.append("Not measured: " + "; ".join(f"{k} ({v})" for k, v in missing.items()) + "\n")

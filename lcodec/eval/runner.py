@@ -241,6 +241,28 @@ def json_safe(value: Any) -> Any:
 # --------------------------------------------------------------------------- main entry
 
 
+CONVENTIONS = {
+    "bpp": "8 * whole-file bytes / (width * height)",
+    "psnr": "8-bit RGB, one MSE over all channels, per image; capped at 100 dB",
+    "ms_ssim": "RGB, per channel then averaged (lcodec.eval.metrics)",
+    "average": "per-image values averaged over the images at each quality point",
+    "ms_ssim_db": "-10*log10(1 - average MS-SSIM)",
+    "bd_rate": "percent, PCHIP of log-rate vs distortion over the overlap, exact integral",
+}
+
+
+def image_entries(files: Sequence[Path], per_image: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``results.json``'s image list: each file's name, with its size when a record gives it."""
+    sizes = {rec["image"]: (rec["width"], rec["height"]) for rec in per_image}
+    entries: list[dict[str, Any]] = []
+    for path in files:
+        entry: dict[str, Any] = {"name": path.name}
+        if path.name in sizes:
+            entry["width"], entry["height"] = sizes[path.name]
+        entries.append(entry)
+    return entries
+
+
 def run_eval(
     images_dir: str | Path,
     codecs: Sequence[str | EvalCodec],
@@ -328,15 +350,8 @@ def run_eval(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "image_set": image_set or Path(images_dir).resolve().name,
         "images_dir": str(images_dir),
-        "images": [{"name": p.name} for p in files],
-        "conventions": {
-            "bpp": "8 * whole-file bytes / (width * height)",
-            "psnr": "8-bit RGB, one MSE over all channels, per image; capped at 100 dB",
-            "ms_ssim": "RGB, per channel then averaged (lcodec.eval.metrics)",
-            "average": "per-image values averaged over the images at each quality point",
-            "ms_ssim_db": "-10*log10(1 - average MS-SSIM)",
-            "bd_rate": "percent, PCHIP of log-rate vs distortion over the overlap, exact integral",
-        },
+        "images": image_entries(files, per_image),
+        "conventions": CONVENTIONS,
         "codecs": {c.name: {"settings": c.settings, "qualities": list(c.qualities)} for c in codec_objs},
         "jobs": jobs,
         "elapsed_s": elapsed,
@@ -345,10 +360,6 @@ def run_eval(
         "average": average,
         "bd_rate": table,
     }
-    sizes = {rec["image"]: (rec["width"], rec["height"]) for rec in per_image}
-    for entry in data["images"]:
-        if entry["name"] in sizes:
-            entry["width"], entry["height"] = sizes[entry["name"]]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
