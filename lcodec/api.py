@@ -13,15 +13,16 @@ It never prints.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from . import container, metadata
+from . import container, metadata, rate_control
 from .errors import CorruptStreamError, LcodecError, WeightsMismatchError
 from .image_io import from_pixels, open_image, to_planes
+from .rate_control import SIZE, Found, Target
 from .tiling import ALIGN, Rect, choose_tile_size, padded
 
 DEFAULT_QUALITY = 4.0
@@ -67,6 +68,16 @@ class Prepared:
     @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
+
+    def psnr(self, pixels: np.ndarray) -> float:
+        """PSNR in dB of decoded ``(H, W, 3)`` uint8 ``pixels`` against these (of the gray
+        plane for a grayscale image; alpha aside); ``inf`` when identical."""
+        ref = self.pixels.astype(np.float64)
+        out = pixels.astype(np.float64)
+        if self.channels == 1:
+            ref, out = ref[:, :, 0], np.rint(out.astype(np.float32).mean(axis=2))
+        mse = float(np.mean((ref - out) ** 2))
+        return float("inf") if mse == 0 else 10 * float(np.log10(255.0 ** 2 / mse))
 
 
 def prepare(image: Image.Image | str | Path | bytes, strip: bool = False) -> Prepared:
@@ -192,6 +203,20 @@ class Codec:
         """``.lc`` bytes of a :func:`prepare` d image."""
         return self.encode_pixels(prep.pixels, prep.channels, quality, alpha=prep.alpha,
                                   icc=prep.icc, exif=prep.exif)
+
+    def encode_for_target(self, prep: Prepared, target: Target) -> Found:
+        """The ``.lc`` file of a :func:`prepare` d image whose quality best meets ``target``: the
+        highest quality that fits a size, or the lowest that reaches a PSNR (a few complete
+        encodes, plus a decode each for a PSNR; :mod:`lcodec.rate_control`). ``met`` is False
+        when no quality in [1, 8] meets it; the file is then the closest one."""
+        def encode(q: float) -> bytes:
+            return self.encode_prepared(prep, check_quality(q))
+
+        def measure(data: bytes) -> float:
+            return len(data) if target.kind == SIZE else prep.psnr(self.decode_full(data).pixels)
+
+        found = rate_control.search(encode, measure, target, MIN_QUALITY, MAX_QUALITY)
+        return replace(found, quality=check_quality(found.quality))
 
     def decode_pixels(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                       region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, container.Header]:

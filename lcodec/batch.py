@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import DeviceError, LcodecError, OutputError, WeightsError
+from .rate_control import Target
 
 ENCODE, DECODE = "encode", "decode"
 LC_SUFFIX = ".lc"
@@ -66,6 +67,7 @@ class Options:
     strip: bool = False                    # drop ICC profile and EXIF
     verify: bool = False                   # encode: decode again and compare before writing
     verify_psnr: float = DEFAULT_VERIFY_PSNR
+    target: Target | None = None           # encode: search the quality for a size or PSNR (replaces quality)
     format: str | None = None              # decode: Pillow format name or extension; None: from the output name
     max_pixels: int | None = None          # decode
     region: tuple[int, int, int, int] | None = None  # decode
@@ -98,6 +100,7 @@ class Result:
     height: int | None = None
     mode: str | None = None                # L, LA, RGB, RGBA
     bpp: float | None = None               # bits of the .lc file per pixel
+    quality: float | None = None           # encode: the quality used (found, with a target)
     seconds: float = 0.0
     error: str | None = None
     notices: list[str] = field(default_factory=list)
@@ -337,13 +340,6 @@ def _read(path: str, limit: int = MAX_INPUT_BYTES) -> bytes:
         raise LcodecError(f"{path}: {exc.strerror or exc}") from None
 
 
-def _psnr(a, b) -> float:
-    import numpy as np
-
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * float(np.log10(255.0 ** 2 / mse))
-
-
 def verify_encoded(codec, data: bytes, prep, min_psnr: float = DEFAULT_VERIFY_PSNR) -> float:
     """Decode ``data`` and check it against the prepared input: same size, channels, alpha
     (exactly), ICC and EXIF, and a PSNR of at least ``min_psnr`` dB. Returns the PSNR;
@@ -364,10 +360,7 @@ def verify_encoded(codec, data: bytes, prep, min_psnr: float = DEFAULT_VERIFY_PS
         raise VerificationError("verification failed: the alpha plane did not survive exactly")
     if dec.icc != prep.icc or dec.exif != prep.exif:
         raise VerificationError("verification failed: the ICC profile or EXIF did not survive")
-    if prep.channels == 1:
-        value = _psnr(prep.pixels[:, :, 0], np.rint(dec.pixels.astype(np.float32).mean(axis=2)))
-    else:
-        value = _psnr(prep.pixels, dec.pixels)
+    value = prep.psnr(dec.pixels)
     if not value >= min_psnr:
         raise VerificationError(f"verification failed: decoded PSNR {value:.2f} dB is below "
                                 f"{min_psnr:g} dB (--verify-psnr)")
@@ -385,12 +378,21 @@ def _encode(task: Task, res: Result) -> None:
     prep = prepare(open_image(source, name=label), opts.strip)
     res.notices += prep.notices
     codec = _codec(opts)
-    data = codec.encode_prepared(prep, opts.quality)
+    quality = opts.quality
+    if opts.target is None:
+        data = codec.encode_prepared(prep, quality)
+    else:
+        found = codec.encode_for_target(prep, opts.target)
+        data, quality = found.data, found.quality
+        if not found.met:
+            res.notices.append(f"{opts.target.describe(found.measure)} is out of reach: kept "
+                               f"quality {quality:g}, the closest")
     if opts.verify:
         verify_encoded(codec, data, prep, opts.verify_psnr)
     res.width, res.height = prep.width, prep.height
     res.mode = ("L" if prep.channels == 1 else "RGB") + ("A" if prep.alpha is not None else "")
-    res.detail = f"q {opts.quality:g}, {codec._pipeline(opts.model).loaded.entry.label}, {codec.device.type}"
+    res.quality = round(quality, 4)
+    res.detail = f"q {quality:g}, {codec._pipeline(opts.model).loaded.entry.label}, {codec.device.type}"
     if not write_file(task.output, data, opts.overwrite, task.make_dirs):
         res.status = SKIPPED
         res.bytes = _size(task.output)
@@ -554,15 +556,17 @@ def encode_batch(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathL
                  overwrite: str = "error", strip: bool = False, verify: bool = False,
                  verify_psnr: float = DEFAULT_VERIFY_PSNR, device: str = "auto",
                  model: str | None = None, tile: int | None = None, max_memory_mb: int | None = None,
-                 effort: int = 1, fail_fast: bool = False) -> list[Result]:
+                 effort: int = 1, target: Target | None = None,
+                 fail_fast: bool = False) -> list[Result]:
     """Encode image files and folders into ``.lc`` files under ``output_dir`` (see :func:`plan`
-    for the names, :class:`Options` for the settings), on ``executor`` if given. Returns one
+    for the names, :class:`Options` for the settings), on ``executor`` if given; a ``target``
+    (file size or PSNR) replaces ``quality`` with a search per file. Returns one
     :class:`Result` per file processed, in input order; failures do not raise."""
     from .api import check_quality
 
     opts = Options(quality=check_quality(quality), model=model, device=device, tile=tile,
                    max_memory_mb=max_memory_mb, effort=effort, strip=strip, verify=verify,
-                   verify_psnr=verify_psnr, overwrite=overwrite)
+                   verify_psnr=verify_psnr, target=target, overwrite=overwrite)
     tasks = plan(ENCODE, inputs, output_dir, opts, recursive)
     return _in_input_order(tasks, map_files(tasks, executor, fail_fast=fail_fast))
 

@@ -355,6 +355,28 @@ def _overwrite_policy(force: bool, skip_existing: bool) -> str:
     return "force" if force else "skip" if skip_existing else "error"
 
 
+def _target(size: str | None, psnr: float | None):
+    """The ``--target-size`` / ``--target-psnr`` asked for (None: encode at ``-q``)."""
+    from click.core import ParameterSource
+
+    from .rate_control import PSNR, SIZE, Target, parse_size
+
+    if size is not None and psnr is not None:
+        raise click.UsageError("--target-size and --target-psnr exclude each other")
+    if size is None and psnr is None:
+        return None
+    if click.get_current_context().get_parameter_source("quality") is ParameterSource.COMMANDLINE:
+        raise click.UsageError("-q and a --target-size / --target-psnr exclude each other")
+    if size is not None:
+        try:
+            return Target(SIZE, parse_size(size))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--target-size") from None
+    if not 0 < psnr < 100:
+        raise click.BadParameter(f"must be between 0 and 100 dB, got {psnr:g}", param_hint="--target-psnr")
+    return Target(PSNR, psnr)
+
+
 def _check_json(single: bool, tasks: list[batch.Task], as_json: bool) -> None:
     if as_json and single and tasks[0].output == "-":
         raise click.UsageError("--json prints to stdout, which is already the output ('-')")
@@ -376,6 +398,12 @@ def _check_json(single: bool, tasks: list[batch.Task], as_json: bool) -> None:
 @memory_option
 @device_option
 @batch_options
+@click.option("--target-size", default=None, metavar="SIZE",
+              help="Instead of -q: the highest quality whose file fits in SIZE (bytes, or with "
+                   "K/KiB, KB, M/MiB, MB), found with a few encodes per file.")
+@click.option("--target-psnr", default=None, type=float, metavar="DB",
+              help="Instead of -q: the lowest quality whose decoded image reaches DB dB of PSNR, "
+                   "found with a few encodes and decodes per file.")
 @click.option("--verify", is_flag=True,
               help="Decode each file after encoding and check it before writing it.")
 @click.option("--verify-psnr", default=batch.DEFAULT_VERIFY_PSNR, show_default=True, type=float,
@@ -383,19 +411,22 @@ def _check_json(single: bool, tasks: list[batch.Task], as_json: bool) -> None:
 @quiet_option
 @reports_errors
 def encode(inputs, output_opt, quality, model, effort, tile, max_memory, device, recursive, jobs,
-           as_json, fail_fast, force, skip_existing, strip, verify, verify_psnr, quiet):
+           as_json, fail_fast, force, skip_existing, strip, target_size, target_psnr, verify,
+           verify_psnr, quiet):
     """Encode images (PNG, JPEG, ...; '-' for stdin) into .lc files.
 
     \b
       lcodec encode photo.png photo.lc           one file (or: photo.png -o photo.lc)
       lcodec encode *.png -o out/                many files into a folder
       lcodec encode -r photos/ -o out/ -j 4      a folder tree, layout kept, 4 workers
+      lcodec encode photo.png -o photo.lc --target-size 100K
     """
     from .api import check_quality
 
     q = check_quality(quality)
     options = batch.Options(quality=q, model=model, device=device, tile=tile, max_memory_mb=max_memory,
                             effort=effort, strip=strip, verify=verify, verify_psnr=verify_psnr,
+                            target=_target(target_size, target_psnr),
                             overwrite=_overwrite_policy(force, skip_existing))
     single, tasks = plan_command(batch.ENCODE, inputs, output_opt, options, recursive)
     _check_json(single, tasks, as_json)
