@@ -214,3 +214,26 @@ def test_model_results_reuse_matching_records_and_remeasure_otherwise(tmp_path, 
     # --refresh-models measures them even when the key matches
     benchmark.model_results(kodak, bench, names[:1], 1, refresh=True)
     assert calls[-1] == names[:1]
+
+
+def test_rate_distortion_adds_the_effort_sweep_only_when_asked(tmp_path, monkeypatch):
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    Image.fromarray(synthetic_photo(32, 32)).save(kodak / "k.png")
+    seen = []
+
+    def fake_models(kodak, bench, names, jobs, refresh):
+        seen.append(list(names))
+        records = [{"codec": n, "quality": q, "image": "k.png", "width": 32, "height": 32,
+                    "bytes": 13 * q, "bpp": 0.1 * q, "mse": 10.0 / q, "psnr": 25 + q, "ms_ssim": 0.9,
+                    "encode_s": 0.1, "decode_s": 0.1}
+                   for n in names for q in (1, 2, 3, 4)]
+        return records, {n: {"settings": {}, "qualities": [1, 2, 3, 4]} for n in names}, {}
+
+    monkeypatch.setattr(benchmark, "classical_results", lambda *a: ([], {}, {}))
+    monkeypatch.setattr(benchmark, "model_results", fake_models)
+    models = benchmark.installed_models()
+    benchmark.rate_distortion(kodak, tmp_path, 1, False, models)
+    assert seen[-1] == [benchmark.eval_name(e) for e in models]
+    benchmark.rate_distortion(kodak, tmp_path, 1, False, models, effort=3)
+    assert seen[-1][-1] == f"{benchmark.eval_name(models[0])}@e3" and len(seen[-1]) == len(models) + 1

@@ -36,7 +36,8 @@ ANCHORS = ("jpeg", "webp", "avif-s6", "avif-s2")
 BASELINE_FAMILY = "hyperprior"  # other lcodec models are compared with this one
 DECODE_RATIO_TARGET = 1.5  # issue "context model": decode time at most 1.5x the hyperprior's
 BD_RATE_TARGET = -5.0  # issue "context model": BD-rate vs the hyperprior of -5% or better
-BENCH_EFFORT = 3  # the default model is also measured at this encoder effort (lcodec encode -e)
+# ``--effort N`` also measures the default model at encoder effort N (lcodec encode -e). Off by
+# default: -e 3 took 54 of the 76 minutes of the 2026-12-02 bench, for 0.1 point of BD-rate.
 
 
 def installed_models() -> list:
@@ -265,7 +266,8 @@ def model_results(kodak: Path, bench: Path, names: list[str], jobs: int,
 
 
 def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool,
-                    models: list | None = None, refresh_models: bool = False) -> tuple[dict, dict]:
+                    models: list | None = None, refresh_models: bool = False,
+                    effort: int | None = None) -> tuple[dict, dict]:
     """The sweep of every lcodec model plus the classical codecs, both cached: results.json,
     plots, BD-rates."""
     from .plots import write_plots
@@ -273,7 +275,9 @@ def rate_distortion(kodak: Path, bench: Path, jobs: int, refresh: bool,
                          write_results)
 
     models = models or installed_models()
-    names = [eval_name(e) for e in models] + [f"{eval_name(models[0])}@e{BENCH_EFFORT}"]
+    names = [eval_name(e) for e in models]
+    if effort and effort > 1:
+        names.append(f"{eval_name(models[0])}@e{effort}")
     per_image, codecs, missing = classical_results(kodak, bench, jobs, refresh)
     mine, mine_codecs, reused = model_results(kodak, bench, names, jobs, refresh_models)
     per_image = mine + list(per_image)
@@ -411,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: rd,speed,scaling")
     ap.add_argument("--refresh-classical", action="store_true",
                     help="re-run the classical codecs even if bench/classical.json matches")
+    ap.add_argument("--effort", type=int, default=None,
+                    help="also measure the default model at this encoder effort (2..7; slow)")
     ap.add_argument("--refresh-models", action="store_true",
                     help="re-run every lcodec model even if bench/lcodec-models.json matches")
     args = ap.parse_args(argv)
@@ -422,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = []
     if "rd" not in skip:
         data, missing = rate_distortion(args.kodak, bench, args.jobs, args.refresh_classical, models,
-                                        args.refresh_models)
+                                        args.refresh_models, args.effort)
         parts.append(rd_markdown(data))
         if missing:
             parts.append("Not measured: " + "; ".join(f"{k} ({v})" for k, v in missing.items()) + "\n")
