@@ -59,7 +59,8 @@ train-context: setup
 	$(BIN)/lcodec train-context --data $(TRAIN) --init-from hyperprior --run-dir runs/context-networks --minutes 40 --export context
 
 # Channel-group networks on top of the newest shipped context weights (frozen): run 46's recipe,
-# which made grouped v1 (resumes runs/grouped when it has a checkpoint).
+# which made grouped v1 (resumes runs/grouped when it has a checkpoint; grouped v2 is that folder
+# resumed with --minutes 62 --lr 5e-4 --decay-frac 0.35, run 49).
 train-grouped: setup
 	$(BIN)/lcodec train-grouped --data $(TRAIN) --init-from context --run-dir runs/grouped --minutes 45 \
 	  --validate-every 250 --export grouped
