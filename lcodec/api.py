@@ -165,6 +165,12 @@ class Codec:
                       exif: bytes | None = None) -> bytes:
         """``.lc`` bytes of an ``(H, W, 3)`` uint8 array (``channels`` 1 marks grayscale), with
         an optional ``(H, W)`` uint8 ``alpha`` plane (coded losslessly), ICC profile and EXIF."""
+        return self._encode_pixels(pixels, channels, quality, alpha, icc, exif)
+
+    def _encode_pixels(self, pixels: np.ndarray, channels: int, quality: float,
+                       alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None,
+                       memo: dict | None = None) -> bytes:
+        """:meth:`encode_pixels`, with the pipeline's analysis ``memo`` for repeated encodes."""
         q = check_quality(quality)
         if alpha is not None and tuple(alpha.shape) != tuple(pixels.shape[:2]):
             raise LcodecError(f"alpha plane of shape {alpha.shape} does not match the "
@@ -174,7 +180,7 @@ class Codec:
         entry = pipe.loaded.entry
         height, width = pixels.shape[:2]
         tile = self.tile_size(width, height)
-        hyper, streams = pipe.encode(pixels, q, tile, self.refine_steps)
+        hyper, streams = pipe.encode(pixels, q, tile, self.refine_steps, memo)
         header = container.Header(width, height, channels, q, entry.name, entry.version, entry.digest,
                                   tile_width=tile, tile_height=tile)
         alpha_payload = metadata.pack_alpha(alpha) if alpha is not None else None
@@ -208,9 +214,13 @@ class Codec:
         """The ``.lc`` file of a :func:`prepare` d image whose quality best meets ``target``: the
         highest quality that fits a size, or the lowest that reaches a PSNR (a few complete
         encodes, plus a decode each for a PSNR; :mod:`lcodec.rate_control`). ``met`` is False
-        when no quality in [1, 8] meets it; the file is then the closest one."""
+        when no quality in [1, 8] meets it; the file is then the closest one. The analysis
+        transform runs once: the encodes share its output before the quality's gain."""
+        memo: dict = {}
+
         def encode(q: float) -> bytes:
-            return self.encode_prepared(prep, check_quality(q))
+            return self._encode_pixels(prep.pixels, prep.channels, check_quality(q), prep.alpha,
+                                       prep.icc, prep.exif, memo)
 
         def measure(data: bytes) -> float:
             return len(data) if target.kind == SIZE else prep.psnr(self.decode_full(data).pixels)

@@ -65,13 +65,26 @@ class CodecPipeline:
             part = np.pad(part, ((0, ph), (0, pw), (0, 0)), mode="edge")
         return np.ascontiguousarray(part, dtype=np.uint8)
 
-    def analyse(self, pixels: np.ndarray, quality: float, tile: Rect, full: Rect) -> np.ndarray:
+    def analyse(self, pixels: np.ndarray, quality: float, tile: Rect, full: Rect,
+                memo: dict | None = None) -> np.ndarray:
         """The latent ``y`` of one tile (float32 ``(1, M, h, w)``), computed with a halo of
-        surrounding pixels."""
-        window = tile.grow(PIXEL_HALO, full) if tile != full else tile
-        y = self.transforms.analysis(self._window(pixels, window), quality)
-        inner = tile.shifted(-window.x0, -window.y0).scaled(LATENT_STRIDE)
-        return y[:, :, inner.y0:inner.y1, inner.x0:inner.x1]
+        surrounding pixels.
+
+        ``memo``, a dict kept by the caller across encodes of the same pixels and tiles, keeps
+        each tile's latent before the quality's gain: coding the image again at another quality
+        (a ``--target-size`` search) then skips the analysis transform, for the same bytes. It
+        holds ``M`` float32 numbers per 16x16 pixels (3 bytes per pixel with M = 192).
+        """
+        key = (tile.x0, tile.y0, tile.x1, tile.y1)
+        unscaled = None if memo is None else memo.get(key)
+        if unscaled is None:
+            window = tile.grow(PIXEL_HALO, full) if tile != full else tile
+            y = self.transforms.analysis_unscaled(self._window(pixels, window))
+            inner = tile.shifted(-window.x0, -window.y0).scaled(LATENT_STRIDE)
+            unscaled = y[:, :, inner.y0:inner.y1, inner.x0:inner.x1]
+            if memo is not None:
+                memo[key] = unscaled
+        return self.transforms.apply_gain(unscaled, quality)
 
     def _refine_transforms(self):
         """Torch transforms for latent refinement (it needs gradients): this pipeline's own
@@ -138,10 +151,10 @@ class CodecPipeline:
 
     # -- whole images -------------------------------------------------------------------------------
     def encode(self, pixels: np.ndarray, quality: float, tile_size: int = 0,
-               refine_steps: int = 0) -> tuple[bytes, list[bytes]]:
+               refine_steps: int = 0, memo: dict | None = None) -> tuple[bytes, list[bytes]]:
         """The hyper-latent stream and one latent stream per tile (raster order) of an
         ``(H, W, 3)`` uint8 array; ``refine_steps`` > 0 refines each tile's latents (:meth:`refine`)
-        after the hyper-latent is fixed."""
+        after the hyper-latent is fixed; ``memo`` as in :meth:`analyse`."""
         h, w = pixels.shape[:2]
         full = image_rect(w, h)
         tiles = tile_grid(w, h, tile_size)
@@ -149,7 +162,7 @@ class CodecPipeline:
         y_full = np.zeros((self.loaded.M, full_y.height, full_y.width), dtype=np.float32)
         for tile in tiles:
             lat = tile.scaled(LATENT_STRIDE)
-            y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = self.analyse(pixels, quality, tile, full)[0]
+            y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = self.analyse(pixels, quality, tile, full, memo)[0]
         if not np.isfinite(y_full).all():
             raise ValueError("the analysis transform produced non-finite values")
         z_sym = self.hyper_analyse(y_full, tiles, full)

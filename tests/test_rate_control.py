@@ -158,3 +158,27 @@ def test_cli_refuses_conflicting_or_bad_targets(tmp_path, photo_file, args, mess
     res = _invoke("encode", photo_file, out, *args)
     assert res.exit_code == 2 and message in res.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("tile", [0, 64])
+def test_analysis_memo_gives_the_same_files_without_rerunning_the_analysis(codec, tile):
+    from lcodec.tiling import tile_grid
+
+    pixels = synthetic_photo(150, 100, seed=5)
+    pipe = codec._pipeline(None)
+    plain = {q: pipe.encode(pixels, q, tile) for q in (2.5, 6.0)}
+    calls = []
+    real = pipe.transforms.analysis_unscaled
+
+    def counting(window):
+        calls.append(window.shape)
+        return real(window)
+
+    pipe.transforms.analysis_unscaled = counting
+    try:
+        memo: dict = {}
+        remembered = {q: pipe.encode(pixels, q, tile, memo=memo) for q in (2.5, 6.0)}
+    finally:
+        del pipe.transforms.analysis_unscaled
+    assert remembered == plain
+    assert len(calls) == len(tile_grid(150, 100, tile)) == len(memo)  # once per tile, not per quality

@@ -40,8 +40,16 @@ class TorchTransforms:
         return t.float().cpu().numpy() if t.dtype != torch.float64 else t.cpu().numpy()
 
     def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
+        return self.apply_gain(self.analysis_unscaled(pixels), quality)
+
+    def analysis_unscaled(self, pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return self._numpy(self.model.analysis(self._pixels(pixels), quality))
+            return self._numpy(self.model.g_a(self._pixels(pixels) - 0.5))
+
+    def apply_gain(self, unscaled: np.ndarray, quality: float) -> np.ndarray:
+        with torch.inference_mode():
+            gain, _ = self.model.gains(quality)
+        return unscaled * self._numpy(gain.to(self.dtype))
 
     def hyper_analysis(self, y: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

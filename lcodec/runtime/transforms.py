@@ -113,13 +113,22 @@ class HyperpriorTransforms:
 
     def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         """The gained latent ``(1, M, H/16, W/16)`` of ``(H, W, 3)`` uint8 pixels."""
+        return self.apply_gain(self.analysis_unscaled(pixels), quality)
+
+    def analysis_unscaled(self, pixels: np.ndarray) -> np.ndarray:
+        """The latent before the quality's gain, ``(1, M, H/16, W/16)`` float32: the costly
+        part of :meth:`analysis`, the same for every quality."""
         x = pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)
         for i, (w, b, k) in enumerate(self.g_a):
             x = conv2d(x, w, b, stride=2, padding=k // 2)
             if i < len(self.g_a_gdn):
                 x = gdn(x, *self.g_a_gdn[i], inverse=False)
+        return x.transpose(2, 0, 1)[None]
+
+    def apply_gain(self, unscaled: np.ndarray, quality: float) -> np.ndarray:
+        """:meth:`analysis` of a quality from :meth:`analysis_unscaled` (bit for bit)."""
         gain, _ = self.gains(quality)
-        return (x * gain).transpose(2, 0, 1)[None]
+        return unscaled * gain.reshape(1, -1, 1, 1)
 
     def hyper_analysis(self, y: np.ndarray) -> np.ndarray:
         """``z`` ``(1, N, h/4, w/4)`` of a latent ``(1, M, h, w)``."""
