@@ -419,7 +419,7 @@ def encode(inputs, output_opt, quality, model, effort, tile, max_memory, device,
       lcodec encode photo.png photo.lc           one file (or: photo.png -o photo.lc)
       lcodec encode *.png -o out/                many files into a folder
       lcodec encode -r photos/ -o out/ -j 4      a folder tree, layout kept, 4 workers
-      lcodec encode photo.png -o photo.lc --target-size 100K
+      lcodec encode a.png a.lc --target-size 100K  the best file of at most 100 KiB
     """
     from .api import check_quality
 
