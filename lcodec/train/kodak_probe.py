@@ -7,10 +7,10 @@ Estimates, per quality level, the average bpp (the likelihoods' bits of ``y`` an
 a ``context`` model's parameters for its non-anchors: within about 0.5% of real range coding
 plus the container's ~60 bytes) and PSNR (8-bit
 RGB, rounded latents, as the decoder sees them) over every image, and the BD-rate of those
-points against the classical codecs cached by ``make bench``. It takes about a minute on two
-cores, against ~5 for a full ``make bench``, so training runs and recipe comparisons can be
-judged on the real test set without exporting weights. Shipping decisions still use
-``make bench``.
+points against the classical codecs cached by ``make bench``. It takes 2-5 minutes on two
+cores (a ``grouped`` checkpoint, 2026-12-02), against ~25 for a full ``make bench``, so
+training runs and recipe comparisons can be judged on the real test set without exporting
+weights. Shipping decisions still use ``make bench``.
 
 ``--ceiling`` also reports, per level, the PSNR of the synthesis of the *unrounded* latents:
 what the transforms could give with unlimited bits. When it is flat across the levels the
