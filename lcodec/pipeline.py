@@ -82,8 +82,8 @@ class CodecPipeline:
             y = self.transforms.analysis_unscaled(self._window(pixels, window))
             inner = tile.shifted(-window.x0, -window.y0).scaled(LATENT_STRIDE)
             unscaled = y[:, :, inner.y0:inner.y1, inner.x0:inner.x1]
-            if memo is not None:
-                memo[key] = unscaled
+            if memo is not None:  # a copy: a view would keep the whole window, halo included
+                unscaled = memo[key] = np.ascontiguousarray(unscaled)
         return self.transforms.apply_gain(unscaled, quality)
 
     def _refine_transforms(self):

@@ -182,3 +182,5 @@ def test_analysis_memo_gives_the_same_files_without_rerunning_the_analysis(codec
         del pipe.transforms.analysis_unscaled
     assert remembered == plain
     assert len(calls) == len(tile_grid(150, 100, tile)) == len(memo)  # once per tile, not per quality
+    for (x0, y0, x1, y1), kept in memo.items():  # each tile's latent alone, not its window
+        assert kept.shape[2:] == ((y1 - y0) // 16, (x1 - x0) // 16) and kept.flags["C_CONTIGUOUS"]

@@ -74,20 +74,26 @@ def vector_extensions(flags: set[str]) -> str:
     return "AVX2" if "avx2" in flags else "no AVX2"
 
 
-def machine() -> str:
-    """One line naming the CPU, its SIMD, the cores this process may use, Python and torch."""
-    cpu, simd = "unknown CPU", ""
+def cpu_info() -> tuple[str | None, str | None]:
+    """The CPU's model name and widest SIMD (:func:`vector_extensions`) from ``/proc/cpuinfo``;
+    None for what it does not say (or where there is no such file)."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
-        flags = next(l.split(":", 1)[1].split() for l in lines if l.startswith("flags"))
-        simd = f" ({vector_extensions(set(flags))})"
-    except (OSError, StopIteration):
-        pass
+    except OSError:
+        return None, None
+    cpu = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), None)
+    flags = next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), None)
+    return cpu, None if flags is None else vector_extensions(set(flags))
+
+
+def machine() -> str:
+    """One line naming the CPU, its SIMD, the cores this process may use, Python and torch."""
+    cpu, simd = cpu_info()
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}{simd}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    return (f"{cpu or 'unknown CPU'}{f' ({simd})' if simd else ''}, {cores} cores, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def speed(kodak: Path, work: Path, quality: float = 4.0, models: list | None = None) -> dict:
@@ -220,15 +226,10 @@ def coding_fingerprint() -> dict:
 
     import torch
 
-    try:
-        flags = next(l.split(":", 1)[1].split() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                     if l.startswith("flags"))
-        simd = vector_extensions(set(flags))
-    except (OSError, StopIteration):
-        simd = platform.machine()
     return {"sources_sha256": sources_digest(Path(__file__).resolve().parent.parent),
             "torch": torch.__version__, "numpy": np.__version__,
-            "constriction": metadata.version("constriction"), "simd": simd}
+            "constriction": metadata.version("constriction"),
+            "simd": cpu_info()[1] or platform.machine()}
 
 
 def model_results(kodak: Path, bench: Path, names: list[str], jobs: int,
