@@ -23,7 +23,8 @@ from lcodec.runtime import exact
 from lcodec.runtime.exact import conv3x3_at
 from lcodec.runtime.ops import conv2d
 from lcodec.train.export import export_checkpoint
-from lcodec.train.grouped import GroupedTrainConfig, train_grouped
+from lcodec.train.grouped import DEFAULT_GROUPS, GroupedTrainConfig, train_grouped
+from lcodec.train.widen import group_widths, widen_hidden
 from lcodec.train.loop import TrainConfig, train
 from lcodec.weights import find_entry, load_model, load_state_dict, weights_dir
 
@@ -214,7 +215,7 @@ def test_train_grouped_learns_resumes_and_exports(photos, tmp_path, monkeypatch)
         saved = torch.load(ckpt, weights_only=True)
         state, config = json.loads(saved["state_json"]), json.loads(saved["config_json"])
         assert state["step"] > 0 and set(state["final_val"]) == {"q1_saving_pct", "q5_saving_pct", "q8_saving_pct"}
-        assert config["family"] == "grouped" and config["groups"] == list(GroupedTrainConfig.groups)
+        assert config["family"] == "grouped" and config["groups"] == list(DEFAULT_GROUPS)
         assert sorted(config["channel_order"]) == list(range(config["M"]))
         # every network of the context model stays as shipped; the group networks learn
         shipped = load_state_dict(weights_dir() / find_entry("context").file)
@@ -235,10 +236,52 @@ def test_train_grouped_learns_resumes_and_exports(photos, tmp_path, monkeypatch)
     assert header.model_name == "grouped" and psnr(out, pixels) > 24
 
 
-def test_train_grouped_starts_only_from_context_weights(photos, tmp_path):
-    with pytest.raises(ValueError, match="not a model of the 'context' family"):
+def test_train_grouped_starts_only_from_context_or_grouped_weights(photos, tmp_path):
+    with pytest.raises(ValueError, match="not a model of the 'context' or 'grouped' family"):
         train_grouped(GroupedTrainConfig(init_from="hyperprior", data=str(photos),
                                          run_dir=str(tmp_path / "run"), minutes=0.0, threads=1))
+
+
+def test_widened_group_networks_compute_the_same_parameters():
+    narrow, _, config = _grouped_model(correction_scale=0.05, seed=4)
+    wide = build_model("grouped", **dict(config, group_features=24, group_hidden=40))
+    widen_hidden(narrow.state_dict(), wide)
+    assert group_widths(wide.state_dict()) == (24, 40)
+    torch.manual_seed(0)
+    y = torch.randn(1, narrow.M, 12, 16) * 3
+    with torch.no_grad():
+        raw = narrow.h_s(torch.round(narrow.h_a(y)))
+        (m0, s0), (m1, s1) = narrow.entropy_params(y, raw), wide.eval().entropy_params(y, raw)
+        base_m, _ = super(type(narrow), narrow).entropy_params(y, raw)
+    assert (m0 - base_m).abs().max() > 1e-3          # the group networks do change the parameters
+    torch.testing.assert_close(m1, m0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(s1, s0, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot narrow the group features"):
+        widen_hidden(wide.state_dict(), build_model("grouped", **dict(config, group_features=8)))
+
+
+def test_train_grouped_continues_grouped_weights_and_widens_them(photos, tmp_path):
+    before = torch.get_num_threads()
+    common = dict(data=str(photos), crop=128, batch=2, threads=1, minutes=0.02, validate_every=1000)
+    try:
+        first = train_grouped(GroupedTrainConfig(init_from="context", run_dir=str(tmp_path / "a"), **common))
+        start = torch.load(first, weights_only=True)
+        ckpt = train_grouped(GroupedTrainConfig(init_from=str(first), group_features=72,
+                                                run_dir=str(tmp_path / "b"), **common))
+        with pytest.raises(ValueError, match="a run from grouped weights keeps them"):
+            train_grouped(GroupedTrainConfig(init_from=str(first), groups=(32, 32, 64, 64),
+                                             run_dir=str(tmp_path / "c"), **common))
+    finally:
+        torch.set_num_threads(before)
+    saved = torch.load(ckpt, weights_only=True)
+    config, old = json.loads(saved["config_json"]), json.loads(start["config_json"])
+    assert config["channel_order"] == old["channel_order"] and config["groups"] == old["groups"]
+    assert (config["group_features"], config["group_hidden"]) == (72, 128)
+    assert saved["model"]["anchor_nets.0.pred.weight"].shape[0] == 72
+    # the group networks went on from the first run's: their old block moved only a little
+    w0, w1 = start["model"]["nonanchor_nets.3.merge.4.weight"], saved["model"]["nonanchor_nets.3.merge.4.weight"]
+    assert w0.abs().sum() > 0 and (w1[:, :128] - w0).abs().max() < w0.abs().max()
+    assert json.loads(saved["state_json"])["init_from"] == str(first)
 
 
 def test_grouped_model_trains_end_to_end_with_a_context_runs_adam_state(photos, tmp_path, capsys):

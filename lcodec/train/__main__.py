@@ -154,7 +154,9 @@ def train_context_command(export_name: str | None, **kwargs) -> None:
 G = GroupedTrainConfig
 
 
-def _parse_groups(_ctx, _param, value: str) -> tuple[int, ...]:
+def _parse_groups(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
     try:
         groups = tuple(int(v) for v in value.split(","))
     except ValueError:
@@ -166,8 +168,9 @@ def _parse_groups(_ctx, _param, value: str) -> tuple[int, ...]:
 
 @click.command("train-grouped")
 @click.option("--init-from", required=True,
-              help="Context weights whose every network the grouped model keeps: a manifest "
-                   "name (its newest version) or a training checkpoint of the context family.")
+              help="Context weights whose every network the grouped model keeps, or grouped "
+                   "weights whose group networks training continues: a manifest name (its "
+                   "newest version) or a training checkpoint of either family.")
 @click.option("--data", default=G.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=G.run_dir, show_default=True,
               help="Checkpoint and log folder; an existing checkpoint there is resumed.")
@@ -178,10 +181,15 @@ def _parse_groups(_ctx, _param, value: str) -> tuple[int, ...]:
 @click.option("--lr", default=G.lr, show_default=True, type=float)
 @click.option("--warmup", default=G.warmup, show_default=True, type=int)
 @click.option("--decay-frac", default=G.decay_frac, show_default=True, type=float)
-@click.option("--groups", default=",".join(map(str, G.groups)), show_default=True,
-              callback=_parse_groups, help="Channels per group, in coding order (sum: M).")
-@click.option("--group-features", default=G.group_features, show_default=True, type=int)
-@click.option("--group-hidden", default=G.group_hidden, show_default=True, type=int)
+@click.option("--groups", default=None, callback=_parse_groups,
+              help="Channels per group, in coding order (sum: M); default 16,16,32,64,64, or "
+                   "a grouped start's own (which it must keep).")
+@click.option("--group-features", default=None, type=click.IntRange(min=1),
+              help="Features of each group network's 3x3 convolution; default 64, or a grouped "
+                   "start's own (more widens its networks without changing what they compute).")
+@click.option("--group-hidden", default=None, type=click.IntRange(min=1),
+              help="Hidden units of each group network's merging layers; default 128, or a "
+                   "grouped start's own (more widens them the same way).")
 @click.option("--validate-every", default=G.validate_every, show_default=True, type=int)
 @click.option("--threads", default=G.threads, show_default=True, type=int)
 @click.option("--seed", default=G.seed, show_default=True, type=int)

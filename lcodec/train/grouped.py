@@ -34,9 +34,13 @@ from .data import list_images, split_holdout
 from .loop import keep_freed_memory, resume
 
 
+DEFAULT_GROUPS = (16, 16, 32, 64, 64)
+DEFAULT_FEATURES, DEFAULT_HIDDEN = 64, 128
+
+
 @dataclass
 class GroupedTrainConfig:
-    init_from: str                # ``context`` weights: a manifest name or a training checkpoint
+    init_from: str                # ``context`` or ``grouped`` weights: a manifest name or a training checkpoint
     data: str = "../shared/data/train"
     run_dir: str = "runs/grouped"
     minutes: float = 15.0
@@ -45,9 +49,9 @@ class GroupedTrainConfig:
     lr: float = 1e-3
     warmup: int = 200
     decay_frac: float = 0.3       # final fraction of the budget over which the lr decays 20x
-    groups: tuple[int, ...] = (16, 16, 32, 64, 64)
-    group_features: int = 64
-    group_hidden: int = 128
+    groups: tuple[int, ...] | None = None      # None: DEFAULT_GROUPS, or a grouped start's own
+    group_features: int | None = None          # None: 64, or a grouped start's own
+    group_hidden: int | None = None            # None: 128, or a grouped start's own
     threads: int = 2
     seed: int = 0
     log_every: int = 50
@@ -56,7 +60,7 @@ class GroupedTrainConfig:
 
 
 def _starting_point(spec: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Architecture config (without ``family``) and state dict of ``context`` weights."""
+    """Architecture config (with ``family``) and state dict of ``context`` or ``grouped`` weights."""
     from ..weights import find_entry, load_state_dict, weights_dir
 
     path = Path(spec)
@@ -70,9 +74,26 @@ def _starting_point(spec: str) -> tuple[dict, dict[str, torch.Tensor]]:
         entry = find_entry(spec)
         config = dict(entry.config, family=entry.family)
         state = load_state_dict(weights_dir() / entry.file)
-    if config.pop("family") != "context":
-        raise ValueError(f"{spec} is not a model of the 'context' family")
+    if config["family"] not in ("context", "grouped"):
+        raise ValueError(f"{spec} is not a model of the 'context' or 'grouped' family")
     return config, state
+
+
+def _grouped_start(cfg: GroupedTrainConfig, config: dict, state: dict[str, torch.Tensor]
+                   ) -> tuple[dict, torch.nn.Module]:
+    """The model of a fresh run from ``grouped`` weights: their groups, channel order and
+    group networks, the networks widened losslessly where ``cfg`` asks for more features or
+    hidden units (:func:`lcodec.train.widen.widen_hidden`)."""
+    from .widen import widen_hidden
+
+    if cfg.groups is not None and tuple(cfg.groups) != tuple(config["groups"]):
+        raise ValueError(f"{cfg.init_from} has groups {list(config['groups'])}: a run from grouped "
+                         f"weights keeps them (start from context weights to change them)")
+    config = dict(config, group_features=cfg.group_features or config["group_features"],
+                  group_hidden=cfg.group_hidden or config["group_hidden"])
+    model = build_model(**config)
+    widen_hidden(state, model)
+    return config, model
 
 
 def latent_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tensor,
@@ -141,20 +162,25 @@ def train_grouped(cfg: GroupedTrainConfig) -> Path:
         latents = held = None
     else:
         base_config, base_state = _starting_point(cfg.init_from)
-        base = build_model("context", **base_config)
-        base.load_state_dict(base_state)
-        base.eval()
-        t_lat = time.time()
-        latents, held = photo_latents(base, train_paths), photo_latents(base, held_paths)
-        order = channel_order(base, latents)
-        print(f"analysed {len(latents)} + {len(held)} photos and ordered the channels "
-              f"in {time.time() - t_lat:.0f} s", flush=True)
-        config = dict(base_config, family="grouped", groups=list(cfg.groups), channel_order=order,
-                      group_features=cfg.group_features, group_hidden=cfg.group_hidden)
-        model = build_model(**config)
-        keys = model.load_state_dict(base_state, strict=False)
-        if keys.unexpected_keys or any(not k.startswith(GROUP_PREFIXES) for k in keys.missing_keys):
-            raise ValueError(f"{cfg.init_from} does not fit a grouped model of this architecture")
+        if base_config["family"] == "grouped":
+            config, model = _grouped_start(cfg, base_config, base_state)
+            latents = held = None
+        else:
+            base = build_model(**base_config)
+            base.load_state_dict(base_state)
+            base.eval()
+            t_lat = time.time()
+            latents, held = photo_latents(base, train_paths), photo_latents(base, held_paths)
+            order = channel_order(base, latents)
+            print(f"analysed {len(latents)} + {len(held)} photos and ordered the channels "
+                  f"in {time.time() - t_lat:.0f} s", flush=True)
+            config = dict(base_config, family="grouped", groups=list(cfg.groups or DEFAULT_GROUPS),
+                          channel_order=order, group_features=cfg.group_features or DEFAULT_FEATURES,
+                          group_hidden=cfg.group_hidden or DEFAULT_HIDDEN)
+            model = build_model(**config)
+            keys = model.load_state_dict(base_state, strict=False)
+            if keys.unexpected_keys or any(not k.startswith(GROUP_PREFIXES) for k in keys.missing_keys):
+                raise ValueError(f"{cfg.init_from} does not fit a grouped model of this architecture")
     trainable = list(model.anchor_nets.parameters()) + list(model.nonanchor_nets.parameters())
     for p in model.parameters():
         p.requires_grad_(False)

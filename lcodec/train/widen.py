@@ -1,5 +1,5 @@
 """Start a wider model from trained weights, losslessly: more latent channels, a wider
-encoder or decoder, or wider context networks.
+encoder or decoder, or wider context or channel-group networks.
 
 The shipped hyperprior's high-rate end is capped by its transforms, not by its bits: with the
 latents left unquantized, hyperprior v2 reconstructs the held-out crops at 27.95 dB, and at
@@ -7,8 +7,9 @@ latents left unquantized, hyperprior v2 reconstructs the held-out crops at 27.95
 docs/model-card.md.
 
 :func:`widen_hidden` widens the hidden layers of the analysis (``Na``) or synthesis (``Ns``)
-transform, or a context model's context networks (``context_channels``, ``hidden``), without
-changing what the model computes.
+transform, a context model's context networks (``context_channels``, ``hidden``), or a grouped
+model's group networks (``group_features``, ``group_hidden``), without changing what the model
+computes.
 
 :func:`widen_latents` copies a ``M``-channel hyperprior into a model with ``M' > M`` channels
 such that the wider model codes every image exactly as before: the new analysis filters start
@@ -23,6 +24,8 @@ first step. Their collapse, and that of the zero-started runs 22 and 23, came fr
 bound's gradient, fixed in :mod:`lcodec.models.entropy_models`; docs/model-card.md, run 24.)
 """
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import nn
@@ -41,6 +44,10 @@ _SYNTHESIS_GDNS = ("g_s.1", "g_s.3", "g_s.5")
 # parameters (2M), context features] and whose last one gives 2M parameters.
 _CONTEXT_CONVS = ("context_prediction", "entropy_parameters.0", "entropy_parameters.2",
                   "entropy_parameters.4")
+# The layers of each channel-group network of the ``grouped`` family (all Conv2d): the 3x3
+# convolution of the decoded latents, then the merging network, whose first layer takes
+# [base parameters (2M), those features].
+_GROUP_CONVS = re.compile(r"(anchor_nets|nonanchor_nets)\.\d+\.(pred|merge\.[024])")
 
 
 def hidden_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -68,6 +75,14 @@ def context_widths(state: dict[str, torch.Tensor]) -> tuple[int, int] | None:
     if "context_prediction.weight" not in state:
         return None
     return state["context_prediction.weight"].shape[0], state["entropy_parameters.0.weight"].shape[0]
+
+
+def group_widths(state: dict[str, torch.Tensor]) -> tuple[int, int] | None:
+    """``(group_features, group_hidden)`` of a ``grouped``-family state dict; None for the
+    other families."""
+    if "anchor_nets.0.pred.weight" not in state:
+        return None
+    return state["anchor_nets.0.pred.weight"].shape[0], state["anchor_nets.0.merge.0.weight"].shape[0]
 
 
 def widen_latents(old: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -139,14 +154,17 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     """Load the hyperprior state dict ``old`` into ``model``, whose analysis transform ``g_a``
     and/or synthesis transform ``g_s`` have wider hidden layers (a larger ``Na`` / ``Ns``),
     and, for the ``context`` family, whose context networks may be wider too (more
-    ``context_channels``, a larger merging ``hidden``); everything else must match.
+    ``context_channels``, a larger merging ``hidden``), and, for the ``grouped`` family,
+    its group networks (more ``group_features``, a larger ``group_hidden``); everything
+    else must match.
 
     The widened model computes exactly the same function at first: each new hidden unit keeps
     its random input filters (so it carries a signal and gradients from the first step), but
     leaves through zero weights into the next layer's old units, and the old GDN units give
     it zero weight in their normalization pools. The context networks widen the same way: new
     context features and new hidden units keep their random input filters and leave through
-    zero weights, so the entropy parameters, and every coded bit, stay as they were. Widening
+    zero weights, so the entropy parameters, and every coded bit, stay as they were; so do the
+    group networks. Widening
     the analysis changes encoding cost only; widening the synthesis changes decoding cost.
     Raises ``ValueError`` if ``model`` is narrower or differs in anything but those widths.
     """
@@ -155,6 +173,9 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     if context_widths(old) and context_widths(new):
         pairs += zip(("the context features", "the merging network"), context_widths(old),
                      context_widths(new))
+    if group_widths(old) and group_widths(new):
+        pairs += zip(("the group features", "the group merging networks"), group_widths(old),
+                     group_widths(new))
     for name, n_old, n_new in pairs:
         if n_new < n_old:
             raise ValueError(f"cannot narrow {name} from {n_old} to {n_new} channels")
@@ -169,7 +190,8 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             out[key] = src.clone()
             continue
         t = target.clone()
-        if layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS and kind == "weight":
+        conv = layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS or _GROUP_CONVS.fullmatch(layer)
+        if conv and kind == "weight":
             # Conv2d weights are (out, in, k, k), ConvTranspose2d ones (in, out, k, k).
             transposed = layer in _SYNTHESIS_CONVS
             src_oi = src.transpose(0, 1) if transposed else src
@@ -177,7 +199,7 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             o, i = src_oi.shape[:2]
             t_oi[:o, :i] = src_oi
             t_oi[:o, i:] = 0                    # the new units do not reach the old ones
-        elif layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS and kind == "bias":
+        elif conv and kind == "bias":
             t[:src.shape[0]] = src
         elif layer in _ANALYSIS_GDNS + _SYNTHESIS_GDNS and kind == "beta":
             t[:src.shape[0]] = src
