@@ -362,6 +362,41 @@ def test_gain_lr_mult_moves_the_gains_faster_than_the_transforms(photos, tmp_pat
         train(TrainConfig(**{**cfg, "gain_lr_mult": 1.0}, max_steps=3))
 
 
+def test_train_only_encoder_leaves_every_decoder_network_as_it_started(photos, tmp_path, capsys):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=5.0, crop=64, batch=1,
+               threads="1", compile="off", family="context", init_from="context", lr=1e-3, warmup=1,
+               bf16="off", train_only="encoder")
+    start = load_state_dict(resolve_weights_file("context"))
+    ckpt = train(TrainConfig(**cfg, max_steps=2))
+    assert "decoder frozen" in capsys.readouterr().out
+    moved = torch.load(ckpt, weights_only=True)["model"]
+    changed = {k for k in start if not torch.equal(moved[k], start[k])}
+    assert {"g_a.0.weight", "h_a.0.weight", "log_gain"} <= changed
+    assert all(k.startswith(("g_a.", "h_a.")) or k == "log_gain" for k in changed), changed
+    with pytest.raises(ValueError, match="--train-only"):
+        train(TrainConfig(**{**cfg, "train_only": "all"}, max_steps=3))
+
+
+def test_encoder_swap_moves_only_the_encoder_and_refuses_another_decoder():
+    from lcodec.train.encoder_swap import swap_encoder
+
+    torch.manual_seed(0)
+    context = build_model("context", N=8, M=16)
+    grouped = build_model("grouped", N=8, M=16, groups=(8, 8), group_features=4, group_hidden=4)
+    grouped.load_state_dict(context.state_dict(), strict=False)
+    trained = {k: v + 1 if k.startswith(("g_a.", "h_a.")) or k == "log_gain" else v.clone()
+               for k, v in context.state_dict().items()}
+    out = swap_encoder(trained, grouped.state_dict())
+    for key in ("g_a.0.weight", "h_a.0.weight", "log_gain"):
+        assert torch.equal(out[key], trained[key]) and not torch.equal(out[key], grouped.state_dict()[key])
+    for key in ("g_s.0.weight", "log_inv_gain", "anchor_nets.0.pred.weight"):
+        assert torch.equal(out[key], grouped.state_dict()[key])
+    grouped.load_state_dict(out)  # a whole state dict of the target
+    trained["g_s.0.weight"] = trained["g_s.0.weight"] + 1
+    with pytest.raises(ValueError, match="another decoder"):
+        swap_encoder(trained, grouped.state_dict())
+
+
 def test_held_out_bd_rate_against_jpeg_ranks_a_trained_model_above_a_broken_one():
     crops = [torch.from_numpy(synthetic_photo(128, 128, seed=s)) for s in range(2)]
     jpeg = jpeg_points(crops)

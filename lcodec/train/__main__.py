@@ -90,6 +90,10 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
               default=TrainConfig.level_weighting, show_default=True,
               help="'normalized' divides each quality level's loss by its running mean; 'sqrt' "
                    "by the square root of it.")
+@click.option("--train-only", type=click.Choice(["all", "encoder"]), default=TrainConfig.train_only,
+              show_default=True,
+              help="encoder: train only the analysis, hyper-analysis and gains; every decoder "
+                   "network stays as it started, so the weights decode the same files.")
 @click.option("--validate-every", default=TrainConfig.validate_every, show_default=True, type=int,
               help="Steps between held-out validations (bpp, PSNR, BD-rate vs JPEG); the model "
                    "with the best BD-rate so far is kept as RUN_DIR/best.pt.")
