@@ -278,9 +278,10 @@ def test_train_grouped_continues_grouped_weights_and_widens_them(photos, tmp_pat
     assert config["channel_order"] == old["channel_order"] and config["groups"] == old["groups"]
     assert (config["group_features"], config["group_hidden"]) == (72, 128)
     assert saved["model"]["anchor_nets.0.pred.weight"].shape[0] == 72
-    # the group networks went on from the first run's: their old block moved only a little
-    w0, w1 = start["model"]["nonanchor_nets.3.merge.4.weight"], saved["model"]["nonanchor_nets.3.merge.4.weight"]
-    assert w0.abs().sum() > 0 and (w1[:, :128] - w0).abs().max() < w0.abs().max()
+    # the group networks went on from the first run's (random-initialized, so a fresh start
+    # would differ by about their own size): their old block moved only a little
+    w0, w1 = start["model"]["anchor_nets.2.pred.weight"], saved["model"]["anchor_nets.2.pred.weight"]
+    assert (w1[:64] - w0).abs().max() < 0.2 * w0.abs().max()
     assert json.loads(saved["state_json"])["init_from"] == str(first)
 
 
