@@ -19,21 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .loop import is_encoder_parameter
-
-
-def _load(spec: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
-    """``(config with family, state dict, training state)`` of a checkpoint or manifest name."""
-    from ..weights import find_entry, load_state_dict, weights_dir
-
-    path = Path(spec)
-    if path.exists():
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        if "config_json" not in ck:
-            raise ValueError(f"{spec} is not a training checkpoint (give a manifest name instead)")
-        return json.loads(ck["config_json"]), ck["model"], json.loads(ck.get("state_json", "{}"))
-    entry = find_entry(spec)
-    return dict(entry.config, family=entry.family), load_state_dict(weights_dir() / entry.file), {}
+from .loop import is_encoder_parameter, load_weights
 
 
 def swap_encoder(encoder_state: dict[str, torch.Tensor], target_state: dict[str, torch.Tensor]
@@ -60,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("target", help="model to give it to: a manifest name or a training checkpoint")
     parser.add_argument("out", type=Path, help="training checkpoint to write")
     args = parser.parse_args(argv)
-    _, encoder_state, state = _load(args.encoder)
-    config, target_state, _ = _load(args.target)
+    _, encoder_state, state = load_weights(args.encoder)
+    config, target_state, _ = load_weights(args.target)
     model_state = swap_encoder(encoder_state, target_state)
     state = dict(state, encoder_from=args.encoder, decoder_from=args.target)
     torch.save({"model": model_state, "config_json": json.dumps(config), "state_json": json.dumps(state)},

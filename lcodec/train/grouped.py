@@ -31,7 +31,7 @@ from ..models.entropy_models import gaussian_likelihood
 from ..models.grouped_context import GROUP_PREFIXES
 from .latent_loop import LoopSettings, photo_latents, run_on_latents
 from .data import list_images, split_holdout
-from .loop import keep_freed_memory, resume
+from .loop import keep_freed_memory, load_weights, resume
 
 
 DEFAULT_GROUPS = (16, 16, 32, 64, 64)
@@ -61,19 +61,7 @@ class GroupedTrainConfig:
 
 def _starting_point(spec: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """Architecture config (with ``family``) and state dict of ``context`` or ``grouped`` weights."""
-    from ..weights import find_entry, load_state_dict, weights_dir
-
-    path = Path(spec)
-    if path.exists():
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        if "config_json" not in ck:
-            raise ValueError(f"{spec} is not a training checkpoint (give a manifest name instead)")
-        config = json.loads(ck["config_json"])
-        state = ck["model"]
-    else:
-        entry = find_entry(spec)
-        config = dict(entry.config, family=entry.family)
-        state = load_state_dict(weights_dir() / entry.file)
+    config, state, _ = load_weights(spec)
     if config["family"] not in ("context", "grouped"):
         raise ValueError(f"{spec} is not a model of the 'context' or 'grouped' family")
     return config, state

@@ -68,7 +68,7 @@ class TrainConfig:
     level_weighting: str = "none"  # "none", "normalized" or "sqrt" (see level_weights)
     compile: str = "auto"        # torch.compile the training forward: "auto" (fall back), "on", "off"
     device: str = "auto"         # "auto" (CUDA when torch sees a GPU), "cpu", "cuda" or "cuda:N"
-    train_only: str = "all"      # "all", or "encoder": the decoder's networks stay frozen (ENCODER_KEYS)
+    train_only: str = "all"      # "all", or "encoder": only is_encoder_parameter's train
     extra: dict = field(default_factory=dict)
 
 
@@ -368,10 +368,10 @@ def freeze_decoder(model: torch.nn.Module) -> int:
     """Leave only the encoder's parameters trainable; return how many numbers stay trainable.
 
     A model trained this way decodes every file exactly as the model it started from (same
-    decoder networks), but its analysis learns latents that model's decoder reconstructs
-    better: at ``-q 8``, 64 steps of per-image latent refinement (``-e 5``) raise kodim05 from
-    33.37 to 34.34 dB for 4% more bytes, so the amortized analysis, not the decoder, holds part
-    of the top back.
+    decoder networks); only the latents its analysis gives can change. Why try: at ``-q 8``,
+    64 steps of per-image latent refinement (``-e 5``) raise kodim05 from 33.37 to 34.34 dB for
+    4% more bytes. Run 54 (docs/model-card.md) found that this gain did not amortize into the
+    analysis in 1800 steps.
     """
     count = 0
     for name, p in model.named_parameters():
@@ -396,6 +396,22 @@ def param_groups(model: torch.nn.Module, gain_lr_mult: float = 1.0) -> list[dict
     gains = [p for n, p in named if n in GAIN_KEYS]
     rest = [p for n, p in named if n not in GAIN_KEYS]
     return [{"params": rest, "lr_mult": 1.0}, {"params": gains, "lr_mult": gain_lr_mult}]
+
+
+def load_weights(spec: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """``(config with family, state dict, training state)`` of a training checkpoint (a path
+    that exists) or of shipped weights (a manifest name: its newest version; no training
+    state)."""
+    from ..weights import find_entry, load_state_dict, weights_dir
+
+    path = Path(spec)
+    if path.exists():
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if "config_json" not in ck:
+            raise ValueError(f"{spec} is not a training checkpoint (give a manifest name instead)")
+        return json.loads(ck["config_json"]), ck["model"], json.loads(ck.get("state_json", "{}"))
+    entry = find_entry(spec)
+    return dict(entry.config, family=entry.family), load_state_dict(weights_dir() / entry.file), {}
 
 
 def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,

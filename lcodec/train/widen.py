@@ -164,8 +164,8 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     it zero weight in their normalization pools. The context networks widen the same way: new
     context features and new hidden units keep their random input filters and leave through
     zero weights, so the entropy parameters, and every coded bit, stay as they were; so do the
-    group networks. Widening
-    the analysis changes encoding cost only; widening the synthesis changes decoding cost.
+    group networks. Widening the analysis changes encoding cost only; widening the synthesis
+    or the group networks changes decoding cost.
     Raises ``ValueError`` if ``model`` is narrower or differs in anything but those widths.
     """
     new = model.state_dict()
