@@ -6,6 +6,11 @@ architecture config, file, SHA-256). A weights file holds only tensors (the mode
 ``exact.*``) in torch's zip format. It is read after its SHA-256 matches the manifest, by
 :mod:`lcodec.runtime.ptfile`, which needs no torch and runs no pickled code. Old versions
 stay listed so that files encoded with them keep decoding.
+
+An entry may name a ``base``: another entry (name, version, SHA-256) whose tensors it
+shares. Its own file then holds only the tensors it adds or changes, and its weights are the
+base's tensors updated with its own. The model id in ``.lc`` files is still the first bytes
+of the entry's own file's SHA-256; the base is pinned by the SHA-256 the manifest records.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class ModelEntry:
     sha256: str
     config: dict = field(default_factory=dict, hash=False, compare=False)
     default: bool = False
+    base: tuple[str, int, str] | None = None  # (name, version, sha256) of the entry it extends
 
     @property
     def digest(self) -> bytes:
@@ -67,12 +73,17 @@ def read_manifest(folder: Path | None = None) -> list[ModelEntry]:
     try:
         raw = json.loads(path.read_text())
         return [ModelEntry(m["name"], int(m["version"]), m["family"], m["file"], m["sha256"],
-                           m.get("config", {}), bool(m.get("default", False)))
+                           m.get("config", {}), bool(m.get("default", False)), _base_of(m))
                 for m in raw["models"]]
     except FileNotFoundError:
         raise WeightsError(f"no weights manifest at {path}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"weights manifest {path} is malformed ({exc})") from None
+
+
+def _base_of(raw: dict) -> tuple[str, int, str] | None:
+    base = raw.get("base")
+    return None if base is None else (base["name"], int(base["version"]), base["sha256"])
 
 
 def find_entry(name: str | None = None, version: int | None = None,
@@ -101,7 +112,25 @@ def sha256_file(path: Path) -> str:
 
 
 def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict[str, np.ndarray]:
-    """The arrays of an entry's file, after checking its SHA-256 against the manifest."""
+    """The arrays of an entry's weights, after checking every file's SHA-256 against the
+    manifest: its base's arrays (when it names one) updated with those of its own file."""
+    arrays = {}
+    if entry.base is not None:
+        name, version, sha256 = entry.base
+        base = find_entry(name, version, folder)
+        if base.sha256 != sha256:
+            raise WeightsMismatchError(f"weights {entry.label} extend {base.label}, whose file is "
+                                       "not the one they were made from; reinstall lcodec")
+        if base.base is not None:
+            raise WeightsError(f"weights {entry.label} extend {base.label}, which extends others "
+                               "(one level is allowed); reinstall lcodec")
+        arrays = read_verified(base, folder)
+    arrays.update(_read_file(entry, folder))
+    return arrays
+
+
+def _read_file(entry: ModelEntry, folder: Path | None) -> dict[str, np.ndarray]:
+    """The arrays of the entry's own file, after checking its SHA-256."""
     from .runtime.ptfile import PtFileError, load_tensors
 
     path = (folder or weights_dir()) / entry.file
@@ -119,18 +148,27 @@ def read_verified(entry: ModelEntry, folder: Path | None = None) -> dict[str, np
                            "reinstall lcodec") from None
 
 
-def resolve_weights_file(spec: str) -> Path:
-    """A weights file given as a path, or as a model name in the manifest (its newest version)."""
-    path = Path(spec)
-    return path if path.exists() else weights_dir() / find_entry(spec).file
-
-
 def load_state_dict(path: Path) -> dict:
-    """A model ``state_dict`` from a weights file (for training restarts; no hash check)."""
+    """A model ``state_dict`` from a weights file that holds all of it (for training restarts;
+    no hash check)."""
     import torch
 
     tensors = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
+
+
+def load_weights_state(spec: str) -> dict:
+    """What ``--init-from`` starts from: the file at the path ``spec`` (a weights file or a
+    training checkpoint, as :func:`torch.load` reads it), or the whole ``state_dict`` of the
+    manifest's newest version of the model named ``spec`` (its base's tensors included)."""
+    import torch
+
+    path = Path(spec)
+    if path.exists():
+        return load_state_dict(path)
+    arrays = read_verified(find_entry(spec))
+    return {k: torch.from_numpy(v.copy()) for k, v in arrays.items()
+            if not k.startswith(("tables.", "exact."))}
 
 
 @dataclass

@@ -26,7 +26,8 @@ from lcodec.train.export import export_checkpoint
 from lcodec.train.grouped import DEFAULT_GROUPS, GroupedTrainConfig, train_grouped
 from lcodec.train.widen import group_widths, widen_hidden
 from lcodec.train.loop import TrainConfig, train
-from lcodec.weights import find_entry, load_model, load_state_dict, weights_dir
+from lcodec.errors import WeightsError, WeightsMismatchError
+from lcodec.weights import find_entry, load_model, load_state_dict, read_verified, weights_dir
 
 from .conftest import psnr, synthetic_photo
 
@@ -52,8 +53,9 @@ def _grouped_model(correction_scale: float, seed: int = 0):
     return model.eval(), entry, config
 
 
-def _install(model, entry, config, folder):
-    """Copy the shipped context weights into ``folder`` and export ``model`` beside them."""
+def _install(model, entry, config, folder, base=None):
+    """Copy the shipped context weights into ``folder`` and export ``model`` beside them
+    (holding only what differs from ``base``, a model name, when given)."""
     folder.mkdir(exist_ok=True)
     shutil.copy(weights_dir() / entry.file, folder / entry.file)
     manifest = json.loads((weights_dir() / "manifest.json").read_text())
@@ -62,7 +64,7 @@ def _install(model, entry, config, folder):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     ckpt = folder / "ckpt.pt"
     torch.save({"model": model.state_dict(), "config_json": json.dumps({"family": "grouped", **config})}, ckpt)
-    return export_checkpoint(ckpt, "grouped", make_default=False, folder=folder)
+    return export_checkpoint(ckpt, "grouped", make_default=False, folder=folder, base=base)
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +204,65 @@ def test_tiled_file_decodes_and_is_deterministic(grouped_dir, monkeypatch):
     region, _ = Codec("cpu").decode_pixels(data, region=(130, 70, 120, 120))
     diff = np.abs(region.astype(int) - full[70:190, 130:250].astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+# -- weights that extend a base ---------------------------------------------------------------
+
+def test_weights_extending_context_code_as_a_whole_file(tmp_path, monkeypatch):
+    """A grouped export that names its context base holds only the group networks, and codes
+    the same latents with the same bits as the same model exported whole."""
+    model, entry, config = _grouped_model(0.3, seed=6)
+    whole = _install(model, entry, config, tmp_path / "whole")
+    delta = _install(model, entry, config, tmp_path / "delta", base="context")
+    assert delta.stat().st_size < 0.5 * whole.stat().st_size
+    shared = load_state_dict(whole)
+    own = torch.load(delta, weights_only=True)
+    assert "g_s.0.weight" not in own and "anchor_nets.0.merge.4.weight" in own
+    recorded = json.loads((tmp_path / "delta" / "manifest.json").read_text())["models"][-1]
+    assert recorded["base"] == {"name": "context", "version": entry.version, "sha256": entry.sha256}
+    pixels = synthetic_photo(144, 80, seed=7)
+    coded = {}
+    for name in ("whole", "delta"):
+        monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(tmp_path / name))
+        loaded = load_model("grouped")
+        assert set(loaded.arrays) >= set(shared)
+        coded[name] = Codec("cpu", model="grouped").encode_pixels(pixels, 3, 6.0)
+        out, header = Codec("cpu").decode_pixels(coded[name])
+        assert header.model_name == "grouped" and psnr(out, pixels) > 24
+    whole_file, delta_file = container.parse(coded["whole"]), container.parse(coded["delta"])
+    assert whole_file.header.model_digest != delta_file.header.model_digest  # its own file's id
+    assert (whole_file.hyper, whole_file.tiles) == (delta_file.hyper, delta_file.tiles)
+
+
+def test_weights_whose_base_changed_are_refused(tmp_path, monkeypatch):
+    model, entry, config = _grouped_model(0.3, seed=8)
+    _install(model, entry, config, tmp_path, base="context")
+    manifest_path = tmp_path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["models"][-1]["base"]["sha256"] = "0" * 64  # the base the file was made from is gone
+    manifest_path.write_text(json.dumps(manifest))
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsMismatchError, match="extend context v"):
+        read_verified(find_entry("grouped", folder=tmp_path), tmp_path)
+    manifest["models"] = [m for m in manifest["models"] if m["name"] == "grouped"]  # base missing
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="context v.* not installed"):
+        read_verified(find_entry("grouped", folder=tmp_path), tmp_path)
+
+
+def test_export_refuses_a_base_the_model_does_not_extend(tmp_path):
+    model, entry, config = _grouped_model(0.3, seed=9)
+    with pytest.raises(ValueError, match=r"cannot extend hyperprior v.*: its \S+ is \("):
+        folder = tmp_path / "w"
+        folder.mkdir()
+        hp = find_entry("hyperprior", 1)  # 96 latent channels, not the model's 192
+        shutil.copy(weights_dir() / hp.file, folder / hp.file)
+        manifest = json.loads((weights_dir() / "manifest.json").read_text())
+        manifest["models"] = [m for m in manifest["models"] if m["name"] == "hyperprior" and m["version"] == hp.version]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        ckpt = folder / "ckpt.pt"
+        torch.save({"model": model.state_dict(), "config_json": json.dumps({"family": "grouped", **config})}, ckpt)
+        export_checkpoint(ckpt, "grouped", make_default=False, folder=folder, base="hyperprior")
 
 
 # -- training the group networks ---------------------------------------------------------------

@@ -19,7 +19,7 @@ from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.narrow import channel_activity, narrow_latents
 from lcodec.train.transfer import match_latent_channels, transfer_context
 from lcodec.train.widen import hyper_widths, widen_hidden, widen_latents
-from lcodec.weights import find_entry, load_state_dict, read_manifest, resolve_weights_file, weights_dir
+from lcodec.weights import find_entry, load_state_dict, load_weights_state, read_manifest, weights_dir
 
 from .conftest import psnr, synthetic_photo
 
@@ -351,7 +351,7 @@ def test_gain_lr_mult_moves_the_gains_faster_than_the_transforms(photos, tmp_pat
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=5.0, crop=64, batch=1,
                threads="1", compile="off", init_from="hyperprior", lr=1e-5, warmup=1,
                gain_lr_mult=100.0, bf16="off")
-    start = load_state_dict(resolve_weights_file("hyperprior"))
+    start = load_weights_state("hyperprior")
     ckpt = train(TrainConfig(**cfg, max_steps=2))
     moved = torch.load(ckpt, weights_only=True)["model"]
     change = {k: float((moved[k] - start[k]).abs().max()) for k in ("log_gain", "g_s.0.weight", "h_s.0.weight")}
@@ -366,7 +366,7 @@ def test_train_only_encoder_leaves_every_decoder_network_as_it_started(photos, t
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=5.0, crop=64, batch=1,
                threads="1", compile="off", family="context", init_from="context", lr=1e-3, warmup=1,
                bf16="off", train_only="encoder")
-    start = load_state_dict(resolve_weights_file("context"))
+    start = load_weights_state("context")
     ckpt = train(TrainConfig(**cfg, max_steps=2))
     assert "decoder frozen" in capsys.readouterr().out
     moved = torch.load(ckpt, weights_only=True)["model"]

@@ -199,12 +199,15 @@ def _parse_groups(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--seed", default=G.seed, show_default=True, type=int)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest.")
-def train_grouped_command(export_name: str | None, **kwargs) -> None:
+@click.option("--export-base", default="context", show_default=True,
+              help="The shipped model whose frozen networks the export shares: its file then "
+                   "holds only the group networks and names that base ('' for a whole file).")
+def train_grouped_command(export_name: str | None, export_base: str, **kwargs) -> None:
     """Train channel-group context networks on top of frozen context weights."""
     ckpt = train_grouped(GroupedTrainConfig(**kwargs))
     if export_name:
         from .export import export_checkpoint
-        path = export_checkpoint(ckpt, export_name, make_default=False)
+        path = export_checkpoint(ckpt, export_name, make_default=False, base=export_base or None)
         click.echo(f"exported {path}")
 
 

@@ -89,16 +89,15 @@ def validate(model: torch.nn.Module, latents: list[torch.Tensor]) -> dict[str, f
 
 def train_context(cfg: ContextTrainConfig) -> Path:
     """Run (or resume) context training for ``cfg.minutes``; return the checkpoint path."""
-    from ..weights import load_state_dict, resolve_weights_file
+    from ..weights import load_weights_state
 
     torch.set_num_threads(cfg.threads)
     keep_freed_memory()
-    init = resolve_weights_file(cfg.init_from)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
-    base = load_state_dict(init)
+    base = load_weights_state(cfg.init_from)
     N, M = base["h_a.0.weight"].shape[:2]  # a Conv2d (out, in, k, k) from M channels to N
     Na, Ns = hidden_widths(base)
     lambdas = lambdas_of(base)
@@ -115,7 +114,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     model = build_model(**config)
     model.load_hyperprior(base, cfg.init_from)
     if cfg.context_from:
-        source = load_state_dict(resolve_weights_file(cfg.context_from))
+        source = load_weights_state(cfg.context_from)
         warm = {k: v for k, v in source.items() if k.startswith(CONTEXT_PREFIXES)}
         if "context_prediction.weight" in warm and warm["context_prediction.weight"].shape[1] != M:
             from .transfer import match_latent_channels, transfer_context
@@ -135,7 +134,7 @@ def train_context(cfg: ContextTrainConfig) -> Path:
         p.requires_grad_(True)
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [],
-             "init_from": init.name, "context_from": cfg.context_from}
+             "init_from": cfg.init_from, "context_from": cfg.context_from}
     state = resume(ckpt_path, model, opt) or state
     model.eval()  # no dropout or batch statistics; eval only freezes nothing else
 

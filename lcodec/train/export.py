@@ -4,6 +4,10 @@ Writes ``weights/<name>-v<version>.pt`` (tensors only: the model's ``state_dict`
 integer probability tables under ``tables.*`` and the integer networks that feed the entropy
 coder under ``exact.*``) and adds it to ``weights/manifest.json`` with
 its SHA-256, keeping every older version listed so old ``.lc`` files keep decoding.
+
+With a ``base`` (a shipped model the checkpoint extends, e.g. the context weights whose
+transforms a ``train-grouped`` run kept frozen), the file holds only the tensors that are not
+bit-identical to the base's, and the manifest entry names the base by version and SHA-256.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch
 from ..entropy.tables import default_scale_table, gaussian_tables, trimmed_tables
 from ..models import build_model
 from ..models.exact import quantize_model
-from ..weights import MANIFEST, weights_dir
+from ..weights import MANIFEST, find_entry, read_verified, weights_dir
 
 Z_GRID = 255  # z tables are evaluated on the integers -Z_GRID..Z_GRID before trimming
 
@@ -33,11 +37,16 @@ def build_tables(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
-                      notes: dict | None = None, folder: Path | None = None) -> Path:
+                      notes: dict | None = None, folder: Path | None = None,
+                      base: str | None = None) -> Path:
     """Write the weights of ``checkpoint`` as the next version of ``name``; return the path.
 
     With ``make_default`` the new version becomes the manifest's default model if the current
     default is an older version of ``name`` (or there is none); another model stays default.
+    With ``base`` (a model name in the manifest: its newest version) the file leaves out the
+    tensors equal to the base's. The model must have every tensor of the base (its network
+    tensors at the base's shapes), so that the base's tensors updated with the file's are
+    the model's.
     """
     folder = Path(folder or weights_dir())
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,6 +60,23 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
     for k, v in build_tables(model).items():
         tensors[f"tables.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
     tensors.update(quantize_model(model))
+    base_entry = None
+    if base is not None:
+        base_entry = find_entry(base, folder=folder)
+        if base_entry.base is not None:  # the loader follows one level
+            raise ValueError(f"{base_entry.label} extends other weights itself: name its base instead")
+        base_arrays = read_verified(base_entry, folder)
+        for key, value in base_arrays.items():  # the merged weights must be this model's
+            mine = tensors.get(key)
+            derived = key.startswith(("tables.", "exact."))  # these may change shape
+            if mine is None or (not derived and tuple(mine.shape) != value.shape):
+                raise ValueError(f"{checkpoint} cannot extend {base_entry.label}: its {key} "
+                                 f"is {'missing' if mine is None else tuple(mine.shape)}, the "
+                                 f"base's {value.shape}")
+        own = _without_shared(tensors, base_arrays)
+        if not own:
+            raise ValueError(f"{checkpoint} holds the same tensors as {base_entry.label}: nothing to export")
+        tensors = own
 
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
@@ -69,9 +95,22 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
              "training": {"steps": state.get("step"),
                           "cpu_hours": round(state.get("cpu_seconds", 0) / 3600, 3),
                           **(notes or {})}}
+    if base_entry is not None:
+        entry["base"] = {"name": base_entry.name, "version": base_entry.version,
+                         "sha256": base_entry.sha256}
     if make_default:
         for m in manifest["models"]:
             m["default"] = False
     manifest["models"].append(entry)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def _without_shared(tensors: dict[str, torch.Tensor], base: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """``tensors`` less those bit-identical (dtype, shape and values) to the base's."""
+    def shared(key: str, value: torch.Tensor) -> bool:
+        other = base.get(key)
+        mine = value.numpy()
+        return (other is not None and other.dtype == mine.dtype and other.shape == mine.shape
+                and np.array_equal(other, mine))
+    return {k: v for k, v in tensors.items() if not shared(k, v)}
