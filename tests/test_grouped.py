@@ -27,7 +27,8 @@ from lcodec.train.grouped import DEFAULT_GROUPS, GroupedTrainConfig, train_group
 from lcodec.train.widen import group_widths, widen_hidden
 from lcodec.train.loop import TrainConfig, train
 from lcodec.errors import WeightsError, WeightsMismatchError
-from lcodec.weights import find_entry, load_model, load_state_dict, read_verified, weights_dir
+from lcodec.weights import (find_entry, load_model, load_state_dict, load_weights_state, read_verified,
+                            weights_dir)
 
 from .conftest import psnr, synthetic_photo
 
@@ -373,6 +374,24 @@ def test_grouped_model_trains_end_to_end_with_a_context_runs_adam_state(photos, 
                                  "run_dir": str(tmp_path / "wrong")}))
     finally:
         torch.set_num_threads(before)
+
+
+def test_grouped_training_starts_from_shipped_weights_that_extend_a_base(photos, tmp_path, monkeypatch):
+    model, entry, config = _grouped_model(0.3, seed=10)
+    _install(model, entry, config, tmp_path / "weights", base="context")
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(tmp_path / "weights"))
+    start = load_weights_state("grouped")  # the base's networks and the file's group networks
+    assert set(start) == set(model.state_dict())
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
+    before = torch.get_num_threads()
+    try:
+        ckpt = train(TrainConfig(data=str(photos), crop=64, batch=2, threads="1", compile="off",
+                                 minutes=5.0, family="grouped", init_from="grouped", max_steps=1,
+                                 run_dir=str(tmp_path / "run")))
+    finally:
+        torch.set_num_threads(before)
+    saved = json.loads(torch.load(ckpt, weights_only=True)["config_json"])
+    assert (saved["groups"], saved["channel_order"]) == (list(GROUPS), config["channel_order"])
 
 
 def test_weights_whose_groups_do_not_describe_the_latent_are_refused(grouped_dir, tmp_path, monkeypatch):
