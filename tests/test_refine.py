@@ -11,7 +11,7 @@ from lcodec.api import Codec, refinement_steps
 from lcodec.cli import main
 from lcodec.errors import LcodecError
 from lcodec.models.entropy_models import gaussian_likelihood
-from lcodec.models.refine import refine_latents
+from lcodec.models.refine import STEP_PER_GAIN, TOP_STEP_END, TOP_STEP_START, refine_latents, step_per_gain
 from lcodec.weights import load_model
 
 from .conftest import psnr, synthetic_photo
@@ -28,7 +28,7 @@ def _rd_loss(model, x, y, hyper_raw, quality):
 
 
 @pytest.mark.parametrize("family", ["hyperprior", "context"])
-@pytest.mark.parametrize("quality", [1.0, 6.0])
+@pytest.mark.parametrize("quality", [1.0, 6.0, 8.0])
 def test_refined_latents_have_a_lower_loss_than_the_analysis_output(family, quality):
     model = load_model(family).model
     x = torch.from_numpy(synthetic_photo(128, 128, seed=3)).permute(2, 0, 1)[None].float() / 255
@@ -42,6 +42,18 @@ def test_refined_latents_have_a_lower_loss_than_the_analysis_output(family, qual
     assert after < before
     assert refine_latents(model, x, y, hyper_raw, quality, iterations=0) is y
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_step_decays_only_at_the_top_levels_and_moves_smoothly_with_quality():
+    n = 16
+    assert [step_per_gain(q, s, n) for q in (1.0, 4.5, 7.0) for s in (0, 8, 15)] == [STEP_PER_GAIN] * 9
+    top = [step_per_gain(8.0, s, n) for s in range(n + 1)]
+    assert top[0] == pytest.approx(TOP_STEP_START) and top[-1] == pytest.approx(TOP_STEP_END)
+    assert all(a > b for a, b in zip(top, top[1:]))
+    for s in (0, 5, 15):  # halfway between the levels' steps at 7.5, and no jump near 7 or 8
+        assert step_per_gain(7.5, s, n) == pytest.approx((STEP_PER_GAIN + step_per_gain(8.0, s, n)) / 2)
+        assert step_per_gain(7.001, s, n) == pytest.approx(STEP_PER_GAIN, abs=1e-4)
+        assert step_per_gain(7.999, s, n) == pytest.approx(step_per_gain(8.0, s, n), abs=1e-4)
 
 
 def test_lambda_of_a_fractional_quality_lies_between_its_levels():
