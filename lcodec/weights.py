@@ -31,6 +31,7 @@ from .runtime.transforms import HyperpriorTransforms
 MANIFEST = "manifest.json"
 FAMILIES = ("hyperprior", "context", "grouped")  # the model families this version can code with
 ENV_DIR = "LCODEC_WEIGHTS_DIR"
+DERIVED_PREFIXES = ("tables.", "exact.")  # what export derives from the network's state_dict
 
 
 @dataclass(frozen=True)
@@ -154,21 +155,25 @@ def load_state_dict(path: Path) -> dict:
     import torch
 
     tensors = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in tensors.items() if not k.startswith(("tables.", "exact."))}
+    return {k: v for k, v in tensors.items() if not k.startswith(DERIVED_PREFIXES)}
+
+
+def network_state(arrays: dict[str, np.ndarray]) -> dict:
+    """The torch ``state_dict`` in an entry's arrays (:func:`read_verified`): every tensor but
+    the tables and integer networks derived from it. The tensors share the arrays' memory."""
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in arrays.items() if not k.startswith(DERIVED_PREFIXES)}
 
 
 def load_weights_state(spec: str) -> dict:
     """What ``--init-from`` starts from: the file at the path ``spec`` (a weights file or a
     training checkpoint, as :func:`torch.load` reads it), or the whole ``state_dict`` of the
     manifest's newest version of the model named ``spec`` (its base's tensors included)."""
-    import torch
-
     path = Path(spec)
     if path.exists():
         return load_state_dict(path)
-    arrays = read_verified(find_entry(spec))
-    return {k: torch.from_numpy(v.copy()) for k, v in arrays.items()
-            if not k.startswith(("tables.", "exact."))}
+    return network_state(read_verified(find_entry(spec)))
 
 
 @dataclass
@@ -200,15 +205,11 @@ class LoadedModel:
         """The torch network (eval mode, CPU), built on first use: for CUDA, for latent
         refinement and for training tools. Imports torch."""
         if self._torch_model is None:
-            import torch
-
             from .models import build_model
 
-            state = {k: torch.from_numpy(v) for k, v in self.arrays.items()
-                     if not k.startswith(("tables.", "exact."))}
             try:
                 model = build_model(self.entry.family, **self.entry.config)
-                model.load_state_dict(state)
+                model.load_state_dict(network_state(self.arrays))
             except (KeyError, RuntimeError, ValueError, TypeError) as exc:
                 raise WeightsError(f"weights {self.entry.label} do not fit the {self.entry.family} "
                                    f"model: {exc}") from None

@@ -55,8 +55,8 @@ def _grouped_model(correction_scale: float, seed: int = 0):
 
 
 def _install(model, entry, config, folder, base=None):
-    """Copy the shipped context weights into ``folder`` and export ``model`` beside them
-    (holding only what differs from ``base``, a model name, when given)."""
+    """Copy the shipped weights of ``entry`` (context weights) into ``folder`` and export
+    ``model`` beside them (holding only what differs from ``base``, a model name, when given)."""
     folder.mkdir(exist_ok=True)
     shutil.copy(weights_dir() / entry.file, folder / entry.file)
     manifest = json.loads((weights_dir() / "manifest.json").read_text())
@@ -252,18 +252,10 @@ def test_weights_whose_base_changed_are_refused(tmp_path, monkeypatch):
 
 
 def test_export_refuses_a_base_the_model_does_not_extend(tmp_path):
-    model, entry, config = _grouped_model(0.3, seed=9)
+    model, _, config = _grouped_model(0.3, seed=9)
+    hp = find_entry("hyperprior", 1)  # 96 latent channels, not the model's 192
     with pytest.raises(ValueError, match=r"cannot extend hyperprior v.*: its \S+ is \("):
-        folder = tmp_path / "w"
-        folder.mkdir()
-        hp = find_entry("hyperprior", 1)  # 96 latent channels, not the model's 192
-        shutil.copy(weights_dir() / hp.file, folder / hp.file)
-        manifest = json.loads((weights_dir() / "manifest.json").read_text())
-        manifest["models"] = [m for m in manifest["models"] if m["name"] == "hyperprior" and m["version"] == hp.version]
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        ckpt = folder / "ckpt.pt"
-        torch.save({"model": model.state_dict(), "config_json": json.dumps({"family": "grouped", **config})}, ckpt)
-        export_checkpoint(ckpt, "grouped", make_default=False, folder=folder, base="hyperprior")
+        _install(model, hp, config, tmp_path / "w", base="hyperprior")
 
 
 # -- training the group networks ---------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch
 from ..entropy.tables import default_scale_table, gaussian_tables, trimmed_tables
 from ..models import build_model
 from ..models.exact import quantize_model
-from ..weights import MANIFEST, find_entry, read_verified, weights_dir
+from ..weights import DERIVED_PREFIXES, MANIFEST, find_entry, read_verified, weights_dir
 
 Z_GRID = 255  # z tables are evaluated on the integers -Z_GRID..Z_GRID before trimming
 
@@ -68,7 +68,7 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
         base_arrays = read_verified(base_entry, folder)
         for key, value in base_arrays.items():  # the merged weights must be this model's
             mine = tensors.get(key)
-            derived = key.startswith(("tables.", "exact."))  # these may change shape
+            derived = key.startswith(DERIVED_PREFIXES)  # these may change shape
             if mine is None or (not derived and tuple(mine.shape) != value.shape):
                 raise ValueError(f"{checkpoint} cannot extend {base_entry.label}: its {key} "
                                  f"is {'missing' if mine is None else tuple(mine.shape)}, the "

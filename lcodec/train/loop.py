@@ -402,7 +402,7 @@ def load_weights(spec: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """``(config with family, state dict, training state)`` of a training checkpoint (a path
     that exists) or of shipped weights (a manifest name: its newest version; no training
     state)."""
-    from ..weights import find_entry, load_weights_state
+    from ..weights import find_entry, network_state, read_verified
 
     path = Path(spec)
     if path.exists():
@@ -411,7 +411,7 @@ def load_weights(spec: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
             raise ValueError(f"{spec} is not a training checkpoint (give a manifest name instead)")
         return json.loads(ck["config_json"]), ck["model"], json.loads(ck.get("state_json", "{}"))
     entry = find_entry(spec)
-    return dict(entry.config, family=entry.family), load_weights_state(spec), {}
+    return dict(entry.config, family=entry.family), network_state(read_verified(entry)), {}
 
 
 def resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -544,15 +544,14 @@ def train(cfg: TrainConfig) -> Path:
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
     init, init_config = None, {}
     if ck is None and cfg.init_from:
-        from ..weights import load_weights_state
-        init = load_weights_state(cfg.init_from)
-        if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt):
-            init_config = json.loads(init.get("config_json", "{}"))
-            init = init.get("average") or init["model"]  # its weight average when it keeps one
-        elif not Path(cfg.init_from).exists():  # shipped weights: the manifest gives the config
-            from ..weights import find_entry
-            entry = find_entry(cfg.init_from)
-            init_config = dict(entry.config, family=entry.family)
+        if Path(cfg.init_from).exists():  # a weights file or a training checkpoint
+            from ..weights import load_state_dict
+            init = load_state_dict(Path(cfg.init_from))
+            if isinstance(init.get("model"), dict):  # a training checkpoint (e.g. a run's best.pt):
+                init_config = json.loads(init.get("config_json", "{}"))
+                init = init.get("average") or init["model"]  # its weight average when it keeps one
+        else:  # shipped weights: the manifest gives the config
+            init_config, init, _ = load_weights(cfg.init_from)
         if cfg.family == "hyperprior" and cfg.M and cfg.M < latent_width(init):
             init = _narrowed(init, cfg)
     # The analysis / synthesis widths: --Na / --Ns, else those of the checkpoint resumed or the
