@@ -30,6 +30,12 @@ from .runtime.transforms import HyperpriorTransforms
 
 MANIFEST = "manifest.json"
 FAMILIES = ("hyperprior", "context", "grouped")  # the model families this version can code with
+# The architecture keys a manifest ``config`` may hold (the families' constructor arguments).
+# Weights with another key were made by a newer lcodec, for a part of the model this one does
+# not have; they are refused rather than coded without it.
+CONFIG_KEYS = frozenset({"N", "M", "Na", "Ns", "lambdas", "hyper_hidden",
+                         "context_channels", "hidden", "scale_floor",
+                         "groups", "channel_order", "group_features", "group_hidden"})
 ENV_DIR = "LCODEC_WEIGHTS_DIR"
 DERIVED_PREFIXES = ("tables.", "exact.")  # what export derives from the network's state_dict
 
@@ -229,6 +235,10 @@ def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
     if entry.family not in FAMILIES:
         raise WeightsError(f"weights {entry.label} are of an unknown model family {entry.family!r} "
                            f"(this lcodec knows {', '.join(FAMILIES)}); upgrade lcodec")
+    unknown = sorted(set(entry.config) - CONFIG_KEYS)
+    if unknown:
+        raise WeightsError(f"weights {entry.label} use {', '.join(unknown)}, which this lcodec does "
+                           f"not know; upgrade lcodec")
     arrays = read_verified(entry, folder)
     tables = {k[len("tables."):]: v for k, v in arrays.items() if k.startswith("tables.")}
     try:

@@ -491,6 +491,30 @@ def test_damaged_weights_are_refused_before_loading(tmp_path, photo_png, damage)
     assert not (tmp_path / "x.lc").exists()
 
 
+def test_weights_with_a_config_key_this_lcodec_lacks_are_refused(tmp_path, photo_png):
+    """Weights made by a newer lcodec for a part of the model this one lacks (a new config
+    key) are refused in one line, not used without that part."""
+    copy, manifest, _ = _weights_copy(tmp_path)
+    _default_entry(manifest)["config"]["future_stage"] = 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = lcodec_process("encode", photo_png, tmp_path / "x.lc", env={"LCODEC_WEIGHTS_DIR": str(copy)})
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "use future_stage, which this lcodec does not know; upgrade lcodec")
+    assert not (tmp_path / "x.lc").exists()
+
+
+def test_known_config_keys_are_the_model_families_arguments():
+    import inspect
+
+    from lcodec.models import FAMILIES
+    from lcodec.weights import CONFIG_KEYS
+
+    arguments = set()
+    for cls in FAMILIES.values():
+        arguments |= set(inspect.signature(cls).parameters) - {"kwargs"}
+    assert arguments == CONFIG_KEYS
+
+
 def test_every_torch_load_is_weights_only():
     """Static guard: no ``torch.load`` in the package may unpickle arbitrary objects."""
     package = Path(lcodec.__file__).parent
