@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lcodec.entropy import StreamDecoder, StreamEncoder, TableSet
-from lcodec.entropy.tables import TOTAL, default_scale_table, gaussian_tables, quantize_pmf, trimmed_tables
+from lcodec.entropy.tables import SCALE_LEVELS, TOTAL, default_scale_table, gaussian_tables, quantize_pmf, trimmed_tables
 from lcodec.errors import CorruptStreamError
 
 
@@ -17,11 +17,11 @@ def test_quantized_pmf_is_exact_and_positive():
 
 def test_gaussian_tables_cover_their_scales():
     tables = gaussian_tables(default_scale_table())
-    assert tables.size == 64
-    for t in (0, 20, 63):
+    assert tables.size == SCALE_LEVELS
+    for t in (0, 20, SCALE_LEVELS - 1):
         assert tables.table(t).sum() == TOTAL
     # wider scales need wider tables
-    assert tables.lengths[63] > tables.lengths[0]
+    assert tables.lengths[SCALE_LEVELS - 1] > tables.lengths[0]
 
 
 def test_table_set_survives_array_round_trip():
@@ -35,7 +35,7 @@ def test_round_trip_with_escapes_and_two_table_sets():
     scales = default_scale_table()
     y_tables = gaussian_tables(scales)
     z_tables = trimmed_tables(np.exp(-np.abs(np.arange(-20, 21)))[None].repeat(3, 0), -20)
-    idx = rng.integers(0, 64, size=5000)
+    idx = rng.integers(0, len(scales), size=5000)
     y = np.rint(rng.normal(size=idx.size) * scales[idx]).astype(np.int64)
     y[[3, 17, 400]] = [10 ** 6, -(2 ** 29), 999]  # far outside every table
     z = rng.integers(-30, 31, size=(1, 3, 4, 5))

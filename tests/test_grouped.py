@@ -22,13 +22,16 @@ from lcodec.models.context import anchor_mask
 from lcodec.runtime import exact
 from lcodec.runtime.exact import conv3x3_at
 from lcodec.runtime.ops import conv2d
+from lcodec.entropy.tables import SCALE_LEVELS
+from lcodec.pipeline import CodecPipeline
 from lcodec.train.export import export_checkpoint
+from lcodec.train.export import reexport
 from lcodec.train.grouped import DEFAULT_GROUPS, GroupedTrainConfig, train_grouped
 from lcodec.train.widen import group_widths, widen_hidden
 from lcodec.train.loop import TrainConfig, train
 from lcodec.errors import WeightsError, WeightsMismatchError
-from lcodec.weights import (find_entry, load_model, load_state_dict, load_weights_state, read_verified,
-                            weights_dir)
+from lcodec.weights import (find_entry, load_model, load_state_dict, load_weights_state, network_state,
+                            read_verified, weights_dir)
 
 from .conftest import psnr, synthetic_photo
 
@@ -398,3 +401,32 @@ def test_weights_whose_groups_do_not_describe_the_latent_are_refused(grouped_dir
     monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
     with pytest.raises(WeightsError, match="do not fit the grouped model"):
         load_model("grouped")
+
+
+def test_reexport_keeps_the_networks_and_decodes_the_same_pixels(tmp_path, monkeypatch):
+    """``python -m lcodec.train.export --from grouped ...`` (how grouped v3 was made from v2):
+    the same networks and symbols, this lcodec's tables, the source's training record."""
+    source = find_entry("grouped", 2)
+    base = find_entry("context", 12)
+    for entry in (source, base):
+        shutil.copy(weights_dir() / entry.file, tmp_path / entry.file)
+    manifest = json.loads((weights_dir() / "manifest.json").read_text())
+    manifest["models"] = [m for m in manifest["models"]
+                          if (m["name"], m["version"]) in ((source.name, source.version), (base.name, base.version))]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    reexport("grouped", "grouped", base="context", note="test", folder=tmp_path)
+    new = find_entry("grouped", folder=tmp_path)
+    assert new.version == 3 and new.base == ("context", 12, base.sha256) and new.config == source.config
+    record = json.loads((tmp_path / "manifest.json").read_text())["models"][-1]
+    assert record["training"]["reexported_from"] == "grouped v2" and record["training"]["steps"] == 8370
+    old_arrays, new_arrays = read_verified(source, tmp_path), read_verified(new, tmp_path)
+    old_state, new_state = network_state(old_arrays), network_state(new_arrays)
+    assert old_state.keys() == new_state.keys()
+    assert all(torch.equal(old_state[k], new_state[k]) for k in old_state)
+    assert len(new_arrays["tables.scale_table"]) == SCALE_LEVELS > len(old_arrays["tables.scale_table"])
+    pixels = synthetic_photo(160, 96, seed=12)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(tmp_path))
+    old_pipe, new_pipe = CodecPipeline(load_model("grouped", 2)), CodecPipeline(load_model("grouped", 3))
+    old_out = old_pipe.decode(*old_pipe.encode(pixels, 3.0), 96, 160, 3.0)
+    new_out = new_pipe.decode(*new_pipe.encode(pixels, 3.0), 96, 160, 3.0)
+    assert np.array_equal(old_out, new_out)

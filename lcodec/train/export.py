@@ -8,10 +8,16 @@ its SHA-256, keeping every older version listed so old ``.lc`` files keep decodi
 With a ``base`` (a shipped model the checkpoint extends, e.g. the context weights whose
 transforms a ``train-grouped`` run kept frozen), the file holds only the tensors that are not
 bit-identical to the base's, and the manifest entry names the base by version and SHA-256.
+
+``python -m lcodec.train.export --from NAME --name NAME [--base NAME] [--default]`` exports
+shipped weights again, their networks unchanged, with the tables and integer networks this
+lcodec builds (grouped v3 is grouped v2 with 256 scale tables instead of 64).
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
+import tempfile
 import io
 import json
 from pathlib import Path
@@ -114,3 +120,47 @@ def _without_shared(tensors: dict[str, torch.Tensor], base: dict[str, np.ndarray
         return (other is not None and other.dtype == mine.dtype and other.shape == mine.shape
                 and np.array_equal(other, mine))
     return {k: v for k, v in tensors.items() if not shared(k, v)}
+
+
+def reexport(source: str, name: str, base: str | None = None, make_default: bool = False,
+             note: str = "", folder: Path | None = None) -> Path:
+    """Export the newest version of the shipped model ``source`` again as the next version of
+    ``name``: the same networks, with this lcodec's tables and integer networks. The entry's
+    training record is the source's, with ``note`` and the source's label added."""
+    source_entry = find_entry(source, folder=folder)
+    manifest = json.loads((Path(folder or weights_dir()) / MANIFEST).read_text())
+    record = next(m for m in manifest["models"]
+                  if m["name"] == source_entry.name and m["version"] == source_entry.version)
+    training = dict(record.get("training") or {})
+    from ..weights import network_state
+
+    state = network_state(read_verified(source_entry, folder))
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "weights.pt"
+        torch.save({"model": state,
+                    "config_json": json.dumps({"family": source_entry.family, **source_entry.config}),
+                    "state_json": json.dumps({"step": training.get("steps"),
+                                              "cpu_seconds": 3600 * (training.get("cpu_hours") or 0)})},
+                   ckpt)
+        notes = {k: v for k, v in training.items() if k not in ("steps", "cpu_hours")}
+        notes["reexported_from"] = source_entry.label
+        if note:
+            notes["reexport_note"] = note
+        return export_checkpoint(ckpt, name, make_default=make_default, notes=notes, folder=folder,
+                                 base=base)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m lcodec.train.export", description=reexport.__doc__)
+    ap.add_argument("--from", dest="source", required=True, help="the shipped model to export again")
+    ap.add_argument("--name", required=True, help="the model name of the new version")
+    ap.add_argument("--base", default=None, help="a shipped model the new file extends")
+    ap.add_argument("--default", action="store_true", help="make the new version the default model")
+    ap.add_argument("--note", default="", help="recorded in the manifest entry")
+    args = ap.parse_args(argv)
+    path = reexport(args.source, args.name, args.base or None, args.default, args.note)
+    print(f"exported {path}")
+
+
+if __name__ == "__main__":
+    main()
