@@ -19,7 +19,7 @@ from lcodec.models import build_model
 from lcodec.models.context import anchor_mask, checkerboard_kernel_mask
 from lcodec.models.exact import quantize_model
 from lcodec.runtime.exact import ACT_FRAC_BITS, ACT_LIMIT, LEAKY_NUM, LEAKY_SHIFT, ExactContext
-from lcodec.train.export import export_checkpoint
+from lcodec.train.export import export_checkpoint, reexport
 from lcodec.train.kodak_probe import probe
 from lcodec.weights import find_entry, load_state_dict, weights_dir
 
@@ -168,6 +168,7 @@ def test_context_sees_only_anchors():
 def test_zero_correction_reproduces_the_hyperprior(tmp_path, monkeypatch):
     model, hp = _context_model(0.0, seed=4)
     _install(model, hp, tmp_path)
+    reexport("hyperprior", "hyperprior", folder=tmp_path)  # the tables the context export has
     monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(tmp_path))
     pixels = synthetic_photo(150, 90, seed=5)
     ours = Codec("cpu", model="context").encode_pixels(pixels, 3, 4.5)

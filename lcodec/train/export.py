@@ -28,7 +28,7 @@ import torch
 from ..entropy.tables import default_scale_table, gaussian_tables, trimmed_tables
 from ..models import build_model
 from ..models.exact import quantize_model
-from ..weights import DERIVED_PREFIXES, MANIFEST, find_entry, read_verified, weights_dir
+from ..weights import DERIVED_PREFIXES, MANIFEST, find_entry, network_state, read_verified, weights_dir
 
 Z_GRID = 255  # z tables are evaluated on the integers -Z_GRID..Z_GRID before trimming
 
@@ -132,8 +132,6 @@ def reexport(source: str, name: str, base: str | None = None, make_default: bool
     record = next(m for m in manifest["models"]
                   if m["name"] == source_entry.name and m["version"] == source_entry.version)
     training = dict(record.get("training") or {})
-    from ..weights import network_state
-
     state = network_state(read_verified(source_entry, folder))
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "weights.pt"
