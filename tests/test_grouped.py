@@ -24,8 +24,7 @@ from lcodec.runtime.exact import conv3x3_at
 from lcodec.runtime.ops import conv2d
 from lcodec.entropy.tables import SCALE_LEVELS
 from lcodec.pipeline import CodecPipeline
-from lcodec.train.export import export_checkpoint
-from lcodec.train.export import reexport
+from lcodec.train.export import export_checkpoint, reexport
 from lcodec.train.grouped import DEFAULT_GROUPS, GroupedTrainConfig, train_grouped
 from lcodec.train.widen import group_widths, widen_hidden
 from lcodec.train.loop import TrainConfig, train
@@ -57,15 +56,21 @@ def _grouped_model(correction_scale: float, seed: int = 0):
     return model.eval(), entry, config
 
 
+def _weights_folder(folder, *entries):
+    """``folder`` holding the shipped weights of ``entries`` only, with their manifest records."""
+    folder.mkdir(exist_ok=True)
+    for entry in entries:
+        shutil.copy(weights_dir() / entry.file, folder / entry.file)
+    manifest = json.loads((weights_dir() / "manifest.json").read_text())
+    manifest["models"] = [m for m in manifest["models"]
+                          if any((m["name"], m["version"]) == (e.name, e.version) for e in entries)]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _install(model, entry, config, folder, base=None):
     """Copy the shipped weights of ``entry`` (context weights) into ``folder`` and export
     ``model`` beside them (holding only what differs from ``base``, a model name, when given)."""
-    folder.mkdir(exist_ok=True)
-    shutil.copy(weights_dir() / entry.file, folder / entry.file)
-    manifest = json.loads((weights_dir() / "manifest.json").read_text())
-    manifest["models"] = [m for m in manifest["models"]
-                          if m["name"] == entry.name and m["version"] == entry.version]
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _weights_folder(folder, entry)
     ckpt = folder / "ckpt.pt"
     torch.save({"model": model.state_dict(), "config_json": json.dumps({"family": "grouped", **config})}, ckpt)
     return export_checkpoint(ckpt, "grouped", make_default=False, folder=folder, base=base)
@@ -408,12 +413,7 @@ def test_reexport_keeps_the_networks_and_decodes_the_same_pixels(tmp_path, monke
     the same networks and symbols, this lcodec's tables, the source's training record."""
     source = find_entry("grouped", 2)
     base = find_entry("context", 12)
-    for entry in (source, base):
-        shutil.copy(weights_dir() / entry.file, tmp_path / entry.file)
-    manifest = json.loads((weights_dir() / "manifest.json").read_text())
-    manifest["models"] = [m for m in manifest["models"]
-                          if (m["name"], m["version"]) in ((source.name, source.version), (base.name, base.version))]
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    _weights_folder(tmp_path, source, base)
     reexport("grouped", "grouped", base="context", note="test", folder=tmp_path)
     new = find_entry("grouped", folder=tmp_path)
     assert new.version == 3 and new.base == ("context", 12, base.sha256) and new.config == source.config

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import tempfile
 import io
 import json
 from pathlib import Path
@@ -45,7 +44,21 @@ def build_tables(model: torch.nn.Module) -> dict[str, np.ndarray]:
 def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
                       notes: dict | None = None, folder: Path | None = None,
                       base: str | None = None) -> Path:
-    """Write the weights of ``checkpoint`` as the next version of ``name``; return the path.
+    """Write the weights of ``checkpoint`` as the next version of ``name``; return the path
+    (:func:`export_state`, with the run's steps and CPU time as the training record)."""
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = json.loads(ck.get("state_json", "{}"))
+    training = {"steps": state.get("step"), "cpu_hours": round(state.get("cpu_seconds", 0) / 3600, 3)}
+    return export_state(ck["model"], json.loads(ck["config_json"]), name, str(checkpoint), training,
+                        make_default=make_default, notes=notes, folder=folder, base=base)
+
+
+def export_state(model_state: dict, config: dict, name: str, source: str, training: dict,
+                 make_default: bool = True, notes: dict | None = None, folder: Path | None = None,
+                 base: str | None = None) -> Path:
+    """Write a model (its ``state_dict`` and its ``config`` with ``family``) as the next
+    version of ``name``; return the path. ``source`` names it in errors; the manifest entry's
+    training record is ``training`` updated with ``notes``.
 
     With ``make_default`` the new version becomes the manifest's default model if the current
     default is an older version of ``name`` (or there is none); another model stays default.
@@ -56,11 +69,10 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
     """
     folder = Path(folder or weights_dir())
     folder.mkdir(parents=True, exist_ok=True)
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = json.loads(ck["config_json"])
+    config = dict(config)
     family = config.pop("family")
     model = build_model(family, **config)
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(model_state)
     model.eval()
     tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     for k, v in build_tables(model).items():
@@ -76,12 +88,12 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
             mine = tensors.get(key)
             derived = key.startswith(DERIVED_PREFIXES)  # these may change shape
             if mine is None or (not derived and tuple(mine.shape) != value.shape):
-                raise ValueError(f"{checkpoint} cannot extend {base_entry.label}: its {key} "
+                raise ValueError(f"{source} cannot extend {base_entry.label}: its {key} "
                                  f"is {'missing' if mine is None else tuple(mine.shape)}, the "
                                  f"base's {value.shape}")
         own = _without_shared(tensors, base_arrays)
         if not own:
-            raise ValueError(f"{checkpoint} holds the same tensors as {base_entry.label}: nothing to export")
+            raise ValueError(f"{source} holds the same tensors as {base_entry.label}: nothing to export")
         tensors = own
 
     manifest_path = folder / MANIFEST
@@ -94,13 +106,9 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
     buf = io.BytesIO()
     torch.save(tensors, buf)
     path.write_bytes(buf.getvalue())
-    state = json.loads(ck.get("state_json", "{}"))
     entry = {"name": name, "version": version, "family": family, "file": path.name,
              "sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "config": config,
-             "default": make_default,
-             "training": {"steps": state.get("step"),
-                          "cpu_hours": round(state.get("cpu_seconds", 0) / 3600, 3),
-                          **(notes or {})}}
+             "default": make_default, "training": {**training, **(notes or {})}}
     if base_entry is not None:
         entry["base"] = {"name": base_entry.name, "version": base_entry.version,
                          "sha256": base_entry.sha256}
@@ -132,20 +140,14 @@ def reexport(source: str, name: str, base: str | None = None, make_default: bool
     record = next(m for m in manifest["models"]
                   if m["name"] == source_entry.name and m["version"] == source_entry.version)
     training = dict(record.get("training") or {})
-    state = network_state(read_verified(source_entry, folder))
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "weights.pt"
-        torch.save({"model": state,
-                    "config_json": json.dumps({"family": source_entry.family, **source_entry.config}),
-                    "state_json": json.dumps({"step": training.get("steps"),
-                                              "cpu_seconds": 3600 * (training.get("cpu_hours") or 0)})},
-                   ckpt)
-        notes = {k: v for k, v in training.items() if k not in ("steps", "cpu_hours")}
-        notes["reexported_from"] = source_entry.label
-        if note:
-            notes["reexport_note"] = note
-        return export_checkpoint(ckpt, name, make_default=make_default, notes=notes, folder=folder,
-                                 base=base)
+    notes = {k: v for k, v in training.items() if k not in ("steps", "cpu_hours")}
+    notes["reexported_from"] = source_entry.label
+    if note:
+        notes["reexport_note"] = note
+    return export_state(network_state(read_verified(source_entry, folder)),
+                        {"family": source_entry.family, **source_entry.config}, name, source_entry.label,
+                        {"steps": training.get("steps"), "cpu_hours": training.get("cpu_hours")},
+                        make_default=make_default, notes=notes, folder=folder, base=base)
 
 
 def main(argv: list[str] | None = None) -> None:
