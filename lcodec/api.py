@@ -181,8 +181,9 @@ class Codec:
         height, width = pixels.shape[:2]
         tile = self.tile_size(width, height)
         hyper, streams = pipe.encode(pixels, q, tile, self.refine_steps, memo)
+        flags = container.FLAG_Z_PER_LEVEL if pipe.z_per_level else 0
         header = container.Header(width, height, channels, q, entry.name, entry.version, entry.digest,
-                                  tile_width=tile, tile_height=tile)
+                                  tile_width=tile, tile_height=tile, flags=flags)
         alpha_payload = metadata.pack_alpha(alpha) if alpha is not None else None
         return container.serialize(container.Container(header, hyper, streams, ancillary,
                                                        alpha=alpha_payload))
@@ -272,7 +273,7 @@ class Codec:
             if rect is not None:
                 alpha = np.ascontiguousarray(alpha[rect.y0:rect.y1, rect.x0:rect.x1])
         pixels = pipe.decode(parsed.hyper, parsed.tiles, h.height, h.width, h.quality, h.tile_width, rect,
-                             synthesis_tile)
+                             synthesis_tile, z_per_level=bool(h.flags & container.FLAG_Z_PER_LEVEL))
         icc, exif = metadata.read_ancillary(parsed.ancillary)
         return Decoded(pixels, h, alpha, icc, exif)
 

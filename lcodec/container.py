@@ -1,10 +1,16 @@
 """The ``.lc`` container: bytes in, bytes out (no torch, no numpy, no images).
 
 Specified in ``docs/format.md``, which is the contract; this module follows it. A file is an
-8-byte signature, a ``u16`` format version, then chunks. Each chunk is a 4-byte ASCII type,
-a ``u32`` payload length, the payload and a CRC-32 of type + payload. All integers are
-little-endian. A chunk type starting with an upper-case letter is *critical* (a reader that
-does not know it must refuse the file); lower-case is *ancillary* (unknown ones are skipped).
+8-byte signature, a ``u16`` format version, then its parts; all integers are little-endian.
+
+* Version 2 (written since 2026-12-02): *records*, each a 1-byte ASCII type, a LEB128 payload
+  length and the payload, then one CRC-32 of everything before it. 40-50 bytes of a file are
+  framing and header (version 1: ~104), which is 1-2% of a small file.
+* Version 1 (read only): *chunks*, each a 4-byte ASCII type, a ``u32`` payload length, the
+  payload and a CRC-32 of type + payload, ending with an ``END`` chunk.
+
+In both, a type starting with an upper-case letter is *critical* (a reader that does not know
+it must refuse the file); lower-case is *ancillary* (unknown ones are skipped).
 """
 from __future__ import annotations
 
@@ -15,12 +21,21 @@ from dataclasses import dataclass, field
 from .errors import CorruptStreamError, UnsupportedVersionError
 
 SIGNATURE = b"\x89LCD\r\n\x1a\n"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2  # what serialize writes unless told otherwise
+SUPPORTED_VERSIONS = (1, 2)
 MAX_DIMENSION = (1 << 31) - 1
+# HEAD flags (a reader refuses a file with a flag it does not know).
+FLAG_Z_PER_LEVEL = 0x0001  # z is coded with the per-quality-level tables of the weights
+KNOWN_FLAGS = FLAG_Z_PER_LEVEL
 
 _HEAD = struct.Struct("<IIBBfHIIH")  # width height channels bit_depth quality model_version tile_w tile_h flags
 _CHUNK = struct.Struct("<4sI")
+_CRC = struct.Struct("<I")
+# Version 2 record types; the ancillary ones stand for version 1's chunk types.
+_V2_HEAD, _V2_ALPHA, _V2_HYPER, _V2_TILE = b"H", b"A", b"Z", b"T"
+_V2_ANCILLARY = {b"i": b"iccp", b"e": b"exif"}
+_V2_ANCILLARY_OUT = {v: k for k, v in _V2_ANCILLARY.items()}
+MAX_VARINT_BYTES = 5  # LEB128 of a value below 2^35; lengths and fields must be below 2^32
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class Header:
 
     @classmethod
     def unpack(cls, payload: bytes) -> "Header":
+        """The version 1 ``HEAD`` chunk."""
         if len(payload) < _HEAD.size + 9:
             raise CorruptStreamError("HEAD chunk is too short")
         w, h, c, depth, q, mver, tw, th, flags = _HEAD.unpack_from(payload)
@@ -60,21 +76,91 @@ class Header:
         name_bytes = payload[_HEAD.size + 9:_HEAD.size + 9 + n]
         if n == 0 or len(name_bytes) != n or len(payload) != _HEAD.size + 9 + n:
             raise CorruptStreamError("HEAD chunk has a bad model name length")
+        return cls._checked(w, h, c, depth, q, _model_name(name_bytes), mver, digest, tw, th, flags)
+
+    def pack_v2(self) -> bytes:
+        """The version 2 ``H`` record's payload."""
+        name = self.model_name.encode("utf-8")
+        if not 0 < len(name) < 256 or len(self.model_digest) != 8:
+            raise ValueError("model name must be 1-255 bytes and the digest 8 bytes")
+        if self.tile_width != self.tile_height or self.bit_depth != 8:
+            raise ValueError("format version 2 codes square tiles of 8-bit samples")
+        return (_varint(self.width) + _varint(self.height) + bytes([self.channels])
+                + struct.pack("<f", self.quality) + _varint(self.model_version)
+                + _varint(self.tile_width) + _varint(self.flags) + self.model_digest + name)
+
+    @classmethod
+    def unpack_v2(cls, payload: bytes) -> "Header":
+        """The version 2 ``H`` record."""
         try:
-            name = name_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CorruptStreamError("HEAD chunk has a model name that is not UTF-8") from None
-        if not name.isprintable():  # it ends up in messages: no newlines or terminal escapes
-            raise CorruptStreamError("HEAD chunk has a model name with control characters")
+            w, pos = _read_varint(payload, 0)
+            h, pos = _read_varint(payload, pos)
+            c = payload[pos]
+            (q,) = struct.unpack_from("<f", payload, pos + 1)
+            mver, pos = _read_varint(payload, pos + 5)
+            tile, pos = _read_varint(payload, pos)
+            flags, pos = _read_varint(payload, pos)
+        except (IndexError, struct.error):
+            raise CorruptStreamError("HEAD record is too short") from None
+        digest, name_bytes = payload[pos:pos + 8], payload[pos + 8:]
+        if len(digest) != 8 or not 0 < len(name_bytes) < 256:
+            raise CorruptStreamError("HEAD record has a bad model name length")
+        if mver > 0xFFFF:
+            raise CorruptStreamError(f"invalid model version {mver}")
+        return cls._checked(w, h, c, 8, q, _model_name(name_bytes), mver, digest, tile, tile, flags)
+
+    @classmethod
+    def _checked(cls, w, h, c, depth, q, name, mver, digest, tw, th, flags) -> "Header":
         if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
             raise CorruptStreamError(f"invalid image size {w}x{h}")
         if c not in (1, 3) or depth != 8:
             raise UnsupportedVersionError(f"unsupported pixel layout: {c} channels of {depth} bits")
-        if flags != 0:
-            raise UnsupportedVersionError(f"unknown header flags 0x{flags:04x}")
+        if flags & ~KNOWN_FLAGS:
+            raise UnsupportedVersionError(f"unknown header flags 0x{flags & ~KNOWN_FLAGS:04x}")
         if not q == q:  # NaN
             raise CorruptStreamError("quality is not a number")
         return cls(w, h, c, q, name, mver, digest, tw, th, depth, flags)
+
+
+def _model_name(raw: bytes) -> str:
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptStreamError("HEAD has a model name that is not UTF-8") from None
+    if not name.isprintable():  # it ends up in messages: no newlines or terminal escapes
+        raise CorruptStreamError("HEAD has a model name with control characters")
+    return name
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant first, high bit = more follow."""
+    if not 0 <= value < 1 << 32:
+        raise ValueError(f"{value} does not fit a u32 varint")
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, end: int | None = None) -> tuple[int, int]:
+    """``(value, position after it)`` of the LEB128 at ``pos`` (before ``end``): at most 5
+    bytes, below 2^32, in its shortest form (so that every value has one encoding)."""
+    end = len(data) if end is None else end
+    value = 0
+    for i in range(MAX_VARINT_BYTES):
+        if pos + i >= end:
+            raise CorruptStreamError(f"file is truncated (length field at byte {pos})")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if i and not byte:
+                raise CorruptStreamError(f"overlong length field at byte {pos}")
+            if value >= 1 << 32:
+                raise CorruptStreamError(f"length field at byte {pos} is too large")
+            return value, pos + i + 1
+    raise CorruptStreamError(f"length field at byte {pos} is too long")
 
 
 @dataclass
@@ -95,8 +181,13 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def serialize(container: Container) -> bytes:
-    """The bytes of a ``.lc`` file (always written in the current format version)."""
-    parts = [SIGNATURE, struct.pack("<H", FORMAT_VERSION), _chunk(b"HEAD", container.header.pack())]
+    """The bytes of a ``.lc`` file in the container's format version (a new
+    :class:`Container`'s is the current one; a parsed one's, the file's)."""
+    if container.version == 2:
+        return _serialize_v2(container)
+    if container.version != 1:
+        raise ValueError(f"cannot write format version {container.version}")
+    parts = [SIGNATURE, struct.pack("<H", 1), _chunk(b"HEAD", container.header.pack())]
     for kind, payload in container.ancillary:
         parts.append(_chunk(kind, payload))
     if container.alpha is not None:
@@ -106,6 +197,37 @@ def serialize(container: Container) -> bytes:
         parts.append(_chunk(b"TILE", struct.pack("<I", i) + stream))
     parts.append(_chunk(b"END\x00", b""))
     return b"".join(parts)
+
+
+def _record(kind: bytes, payload: bytes) -> bytes:
+    return kind + _varint(len(payload)) + payload
+
+
+def _serialize_v2(container: Container) -> bytes:
+    parts = [SIGNATURE, struct.pack("<H", 2), _record(_V2_HEAD, container.header.pack_v2())]
+    for kind, payload in container.ancillary:
+        kind = _V2_ANCILLARY_OUT.get(kind, kind)
+        if len(kind) != 1 or not kind.islower():
+            raise ValueError(f"no version 2 record type for the ancillary chunk {kind!r}")
+        parts.append(_record(kind, payload))
+    if container.alpha is not None:
+        parts.append(_record(_V2_ALPHA, container.alpha))
+    parts.append(_record(_V2_HYPER, container.hyper))
+    parts.extend(_record(_V2_TILE, stream) for stream in container.tiles)
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _records(data: bytes, pos: int, end: int):
+    """Yield ``(type, payload, position)`` of each version 2 record in ``data[pos:end]``."""
+    while pos < end:
+        kind = data[pos:pos + 1]
+        length, start = _read_varint(data, pos + 1, end)
+        if start + length > end:
+            raise CorruptStreamError(f"record '{_name(kind)}' at byte {pos} declares {length} bytes "
+                                     f"past the end of the file")
+        yield kind, data[start:start + length], pos
+        pos = start + length
 
 
 def _chunks(data: bytes, pos: int):
@@ -144,6 +266,8 @@ def parse(data: bytes) -> Container:
     if version not in SUPPORTED_VERSIONS:
         raise UnsupportedVersionError(f"format version {version} is not supported by this lcodec "
                                       f"(supports {', '.join(map(str, SUPPORTED_VERSIONS))})")
+    if version == 2:
+        return _parse_v2(data)
     header: Header | None = None
     hyper: bytes | None = None
     tiles: list[bytes] = []
@@ -186,3 +310,47 @@ def parse(data: bytes) -> Container:
     if hyper is None or not tiles:
         raise CorruptStreamError("file has no image data (no HYPR or TILE chunk)")
     return Container(header, hyper, tiles, ancillary, version, alpha)
+
+
+def _parse_v2(data: bytes) -> Container:
+    start, end = len(SIGNATURE) + 2, len(data) - _CRC.size
+    if end < start or zlib.crc32(data[:end]) != _CRC.unpack_from(data, end)[0]:
+        raise CorruptStreamError("file is damaged or truncated (CRC mismatch)")
+    header: Header | None = None
+    hyper: bytes | None = None
+    tiles: list[bytes] = []
+    ancillary: list[tuple[bytes, bytes]] = []
+    alpha: bytes | None = None
+    for kind, payload, pos in _records(data, start, end):
+        if header is None and kind != _V2_HEAD:
+            raise CorruptStreamError("the first record is not HEAD")
+        if kind == _V2_HEAD:
+            if header is not None:
+                raise CorruptStreamError("more than one HEAD record")
+            header = Header.unpack_v2(payload)
+        elif kind == _V2_HYPER:
+            if hyper is not None:
+                raise CorruptStreamError("HYPR record repeated")
+            hyper = payload
+        elif kind == _V2_TILE:
+            if hyper is None:
+                raise CorruptStreamError("TILE record before the HYPR record")
+            tiles.append(payload)
+        elif kind == _V2_ALPHA:
+            if alpha is not None or hyper is not None:
+                raise CorruptStreamError("ALPH record repeated or after the HYPR record")
+            if not payload:
+                raise CorruptStreamError("ALPH record is empty")
+            alpha = payload
+        elif kind.islower():
+            if hyper is not None:
+                raise CorruptStreamError(f"ancillary record '{_name(kind)}' after the image data")
+            ancillary.append((_V2_ANCILLARY.get(kind, kind), payload))
+        else:
+            raise UnsupportedVersionError(f"unknown critical record '{_name(kind)}': "
+                                          "the file needs a newer lcodec")
+    if header is None:
+        raise CorruptStreamError("file has no HEAD record")
+    if hyper is None or not tiles:
+        raise CorruptStreamError("file has no image data (no HYPR or TILE record)")
+    return Container(header, hyper, tiles, ancillary, 2, alpha)

@@ -1,6 +1,7 @@
 """What travels with the pixels: ICC profile, EXIF and the alpha plane.
 
-* ICC and EXIF are kept in the *ancillary* chunks ``iccp`` and ``exif`` (``docs/format.md``),
+* ICC and EXIF are kept in the *ancillary* chunks ``iccp`` and ``exif`` (``docs/format.md``;
+  the container writes them as format version 2's records ``i`` and ``e``),
   each at most :data:`MAX_METADATA_BYTES`; the encoder refuses bigger ones (``--strip`` drops
   them), the decoder ignores bigger ones. The stored EXIF has no orientation tag: the pixels
   are stored upright (:func:`lcodec.image_io.to_planes` applies it).

@@ -9,8 +9,9 @@ which needs gradients). The hyper-synthesis produces the parameters handed to th
 coder, so it runs as an integer network (:mod:`lcodec.runtime.exact`) whose results are
 bit-identical on every machine.
 
-Symbols: ``z`` is coded as ``round(z)`` with one table per channel, in one stream for the
-whole image; ``y`` in one stream per tile, in the order and with the parameters of the model
+Symbols: ``z`` is coded as ``round(z)`` with one table per channel (or, with weights that
+have them, per channel and quality level: :attr:`CodecPipeline.z_per_level`), in one stream
+for the whole image; ``y`` in one stream per tile, in the order and with the parameters of the model
 family (:mod:`lcodec.latent_coding`).
 
 Large images are processed in tiles (:mod:`lcodec.tiling`) so that the transforms' memory
@@ -28,6 +29,7 @@ import numpy as np
 from .entropy import StreamDecoder, StreamEncoder
 from .errors import CorruptStreamError
 from .latent_coding import LatentCoder
+from .runtime.transforms import nearest_level
 from .tiling import (ALIGN, HYPER_ANALYSIS_HALO, HYPER_SYNTHESIS_HALO, LATENT_HALO, LATENT_STRIDE,
                      PIXEL_HALO, Z_STRIDE, Rect, image_rect, tile_grid)
 from .weights import LoadedModel
@@ -146,8 +148,23 @@ class CodecPipeline:
         return np.ascontiguousarray(raw[:, :, crop.y0 * Z_STRIDE:crop.y1 * Z_STRIDE,
                                         crop.x0 * Z_STRIDE:crop.x1 * Z_STRIDE])
 
-    def _z_table_ids(self, shape: tuple[int, ...]) -> np.ndarray:
-        return np.broadcast_to(np.arange(shape[1]).reshape(1, -1, 1, 1), shape)
+    @property
+    def z_per_level(self) -> bool:
+        """Whether :meth:`encode` codes ``z`` with the tables of the quality's nearest level
+        (the model has them); its files then carry header flag 0x0001."""
+        return self.loaded.z_level_tables is not None
+
+    def _z_tables(self, shape: tuple[int, ...], quality: float, per_level: bool):
+        """The table of every symbol of a ``z`` of ``shape``, and the table set."""
+        ids = np.arange(shape[1])
+        tables = self.loaded.z_tables
+        if per_level:
+            tables = self.loaded.z_level_tables
+            if tables is None:
+                raise CorruptStreamError(f"the file codes z with per-level tables, which weights "
+                                         f"{self.loaded.entry.label} do not have")
+            ids = ids + nearest_level(quality, self.loaded.transforms.num_levels) * shape[1]
+        return np.broadcast_to(ids.reshape(1, -1, 1, 1), shape), tables
 
     # -- whole images -------------------------------------------------------------------------------
     def encode(self, pixels: np.ndarray, quality: float, tile_size: int = 0,
@@ -167,7 +184,7 @@ class CodecPipeline:
             raise ValueError("the analysis transform produced non-finite values")
         z_sym = self.hyper_analyse(y_full, tiles, full)
         enc = StreamEncoder()
-        enc.encode(z_sym, self._z_table_ids(z_sym.shape), self.loaded.z_tables)
+        enc.encode(z_sym, *self._z_tables(z_sym.shape, quality, self.z_per_level))
         hyper = enc.finish()
         streams = []
         for tile in tiles:
@@ -182,8 +199,10 @@ class CodecPipeline:
         return hyper, streams
 
     def decode(self, hyper: bytes, streams: list[bytes], height: int, width: int, quality: float,
-               tile_size: int = 0, region: Rect | None = None, synthesis_tile: int = 0) -> np.ndarray:
-        """The uint8 pixels of ``region`` (default: the whole image).
+               tile_size: int = 0, region: Rect | None = None, synthesis_tile: int = 0,
+               z_per_level: bool = False) -> np.ndarray:
+        """The uint8 pixels of ``region`` (default: the whole image); ``z_per_level`` when the
+        file's ``z`` was coded with per-level tables (header flag 0x0001).
 
         Only the tiles whose latents the region's synthesis needs are entropy-decoded.
         ``synthesis_tile`` bounds the synthesis working set (0: one pass over the region).
@@ -196,7 +215,7 @@ class CodecPipeline:
         m = self.loaded
         full_z = full.scaled(ALIGN)
         dec = StreamDecoder(hyper)
-        z_sym = dec.decode(self._z_table_ids((1, m.N, full_z.height, full_z.width)), self.loaded.z_tables)
+        z_sym = dec.decode(*self._z_tables((1, m.N, full_z.height, full_z.width), quality, z_per_level))
         dec.check_exhausted()
         region = region or Rect(0, 0, width, height)
         full_y = full.scaled(LATENT_STRIDE)

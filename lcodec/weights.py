@@ -196,6 +196,9 @@ class LoadedModel:
     exact_hyper: ExactSequential      # the bit-exact hyper-synthesis
     exact_context: ExactContext | None = None  # ``context`` family only
     exact_grouped: ExactGroupedContext | None = None  # ``grouped`` family only
+    # Tables of ``z`` per quality level (``L x N``, table ``k * N + c``; ``tables.zl.*``), in
+    # weights exported with them; files coded with them carry header flag 0x0001.
+    z_level_tables: TableSet | None = None
     _torch_model: object = field(default=None, repr=False)
 
     @property
@@ -239,7 +242,12 @@ def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
     if unknown:
         raise WeightsError(f"weights {entry.label} use {', '.join(unknown)}, which this lcodec does "
                            f"not know; upgrade lcodec")
-    arrays = read_verified(entry, folder)
+    return loaded_from_arrays(entry, read_verified(entry, folder))
+
+
+def loaded_from_arrays(entry: ModelEntry, arrays: dict[str, np.ndarray]) -> LoadedModel:
+    """A model ready for coding from everything its weights hold (its base's tensors
+    included), e.g. weights being exported that are not written yet."""
     tables = {k[len("tables."):]: v for k, v in arrays.items() if k.startswith("tables.")}
     try:
         transforms = HyperpriorTransforms(arrays, **entry.config)
@@ -247,6 +255,13 @@ def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
         y_tables = TableSet.from_arrays(tables, "y")
         scale_table = np.asarray(tables["scale_table"], dtype=np.float64)
         exact_hyper = ExactSequential(arrays, "exact.h_s")
+        z_level_tables = None
+        if "zl.offsets" in tables:
+            z_level_tables = TableSet.from_arrays(tables, "zl")
+            expected = transforms.num_levels * transforms.N
+            if z_level_tables.size != expected:
+                raise ValueError(f"{z_level_tables.size} per-level z tables where "
+                                 f"{transforms.num_levels} levels of {transforms.N} channels need {expected}")
         exact_context = None
         exact_grouped = None
         if entry.family == "context":
@@ -257,4 +272,4 @@ def _load_model(folder: Path, entry: ModelEntry) -> LoadedModel:
     except (KeyError, ValueError, TypeError) as exc:
         raise WeightsError(f"weights {entry.label} do not fit the {entry.family} model: {exc}") from None
     return LoadedModel(entry, arrays, z_tables, y_tables, scale_table, transforms, exact_hyper,
-                       exact_context, exact_grouped)
+                       exact_context, exact_grouped, z_level_tables)

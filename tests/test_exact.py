@@ -89,8 +89,9 @@ def _params(loaded, data):
     h = parsed.header
     full = image_rect(h.width, h.height)
     pipe = CodecPipeline(loaded)
+    per_level = bool(h.flags & container.FLAG_Z_PER_LEVEL)
     z = StreamDecoder(parsed.hyper).decode(
-        pipe._z_table_ids((1, loaded.N, full.height // 64, full.width // 64)), loaded.z_tables)
+        *pipe._z_tables((1, loaded.N, full.height // 64, full.width // 64), h.quality, per_level))
     raw = pipe.hyper_params(z, tile_grid(h.width, h.height, 0)[0], full)
     return z, (raw, pipe.latents.decode(StreamDecoder(parsed.tiles[0]), raw))
 

@@ -12,6 +12,7 @@ and ``tests/fuzz_decode.py`` runs for as long as asked. ``tests/corpus/`` (writt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import signal
@@ -38,7 +39,8 @@ from lcodec.errors import LcodecError
 from lcodec.weights import read_manifest
 
 from .conftest import synthetic_photo
-from .make_corpus import CORPUS, build, chunk, refix_crcs, replace_streams, spans
+from .make_corpus import (CORPUS, build, chunk, payload_start, refix_crcs, replace_streams, spans,
+                          version_of)
 
 EXAMPLES = int(os.environ.get("LCODEC_FUZZ_EXAMPLES", "400"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=10), database=None,
@@ -53,7 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def valid_files(codec) -> list[bytes]:
     """Small real files, each at another quality: RGB, grayscale, 1x1, 2x2 tiles, one with
-    an alpha plane, an ICC profile and EXIF, and a tiled file of every installed model family."""
+    an alpha plane, an ICC profile and EXIF, and a tiled file of every installed model family;
+    the grayscale and the 2x2-tile files in format version 1, the others in version 2."""
     gray = synthetic_photo(70, 9, seed=1)
     gray[:] = gray.mean(axis=2, keepdims=True).astype(np.uint8)
     alpha = np.tile(np.arange(30, dtype=np.uint8) * 8, (20, 1))
@@ -61,10 +64,14 @@ def valid_files(codec) -> list[bytes]:
     exif[0x010F] = "lcodec"
     exif_bytes = exif.tobytes()
     exif_bytes = exif_bytes[6:] if exif_bytes.startswith(b"Exif\x00\x00") else exif_bytes
+    def v1(data: bytes) -> bytes:  # the same file in format version 1 (chunks, a CRC each)
+        return container.serialize(dataclasses.replace(container.parse(data), version=1))
+
+    # The first five are the mutations' starting points: both format versions among them.
     return [codec.encode_pixels(synthetic_photo(40, 24), 3, 4.0),
-            codec.encode_pixels(gray, 1, 1.5),
+            v1(codec.encode_pixels(gray, 1, 1.5)),
             codec.encode_pixels(synthetic_photo(1, 1, seed=2), 3, 8.0),
-            Codec(device="cpu", tile=64).encode_pixels(synthetic_photo(100, 70, seed=4), 3, 6.0),
+            v1(Codec(device="cpu", tile=64).encode_pixels(synthetic_photo(100, 70, seed=4), 3, 6.0)),
             codec.encode_pixels(synthetic_photo(30, 20, seed=5), 3, 3.0, alpha=alpha,
                                 icc=b"not really an ICC profile", exif=exif_bytes)] + [
             Codec(device="cpu", model=name, tile=64).encode_pixels(synthetic_photo(90, 66, seed=6), 3, 5.0)
@@ -140,7 +147,10 @@ def mutate(data: bytes, ops: list[tuple], refix: bool, others: list[bytes]) -> b
         elif kind == "stream":
             d = bytearray(replace_streams(bytes(d), op[1]))
         elif kind == "streamflip":  # inside an entropy-coded stream (after the tile index)
-            streams = [(a + 12, b - 4) for a, b in whole if d[a:a + 4] in (b"TILE", b"HYPR", b"ALPH")]
+            if version_of(bytes(d)) == 2:
+                streams = [(payload_start(bytes(d), a), b) for a, b in whole if d[a:a + 1] in (b"T", b"Z", b"A")]
+            else:
+                streams = [(a + 12, b - 4) for a, b in whole if d[a:a + 4] in (b"TILE", b"HYPR", b"ALPH")]
             if streams:
                 a, b = streams[op[1] % len(streams)]
                 if b > a:

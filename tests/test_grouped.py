@@ -316,8 +316,9 @@ def test_widened_group_networks_compute_the_same_parameters():
         (m0, s0), (m1, s1) = narrow.entropy_params(y, raw), wide.eval().entropy_params(y, raw)
         base_m, _ = super(type(narrow), narrow).entropy_params(y, raw)
     assert (m0 - base_m).abs().max() > 1e-3          # the group networks do change the parameters
-    torch.testing.assert_close(m1, m0, rtol=0, atol=1e-5)
-    torch.testing.assert_close(s1, s0, rtol=0, atol=1e-5)
+    # float32 sums of other lengths: 1.1e-5 apart on a mean of 4.9 was seen (AVX-512, full suite)
+    torch.testing.assert_close(m1, m0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s1, s0, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="cannot narrow the group features"):
         widen_hidden(wide.state_dict(), build_model("grouped", **dict(config, group_features=8)))
 

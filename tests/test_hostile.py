@@ -8,6 +8,7 @@ path named on the command line, written whole or not at all, never over the inpu
 from __future__ import annotations
 
 import ast
+import dataclasses
 import errno
 import hashlib
 import io
@@ -39,7 +40,7 @@ from lcodec.image_io import open_image, to_pixels
 from lcodec.weights import find_entry, weights_dir
 
 from .conftest import synthetic_photo
-from .make_corpus import CORPUS, chunk, head, lc, replace_streams, spans
+from .make_corpus import CORPUS, chunk, head, lc, rec, refix_crcs, replace_streams, spans
 
 ROOT = Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -81,7 +82,48 @@ def leftovers(folder: Path, *expected: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def small_lc(codec) -> bytes:
+    """A small real file, rewritten in format version 1, whose chunks these tests cut and
+    splice (lcodec reads version 1 files for good; version 2's records: test_version_2_*)."""
+    data = codec.encode_pixels(synthetic_photo(40, 24), 3, 4.0)
+    return container.serialize(dataclasses.replace(container.parse(data), version=1))
+
+
+@pytest.fixture(scope="module")
+def small_lc2(codec) -> bytes:
     return codec.encode_pixels(synthetic_photo(40, 24), 3, 4.0)
+
+
+def test_version_2_unknown_critical_record_says_newer_lcodec(tmp_path, small_lc2):
+    assert container.parse(small_lc2).version == 2
+    head_end = spans(small_lc2)[0][1]
+    extra = refix_crcs(small_lc2[:head_end] + rec(b"X", b"?") + small_lc2[head_end:])
+    (tmp_path / "x.lc").write_bytes(extra)
+    r = run("decode", tmp_path / "x.lc", tmp_path / "x.png")
+    assert r.exit_code == 1
+    assert_one_line_error(r.stderr, "newer lcodec")
+    assert leftovers(tmp_path, "x.lc") == []
+
+
+def test_version_2_damage_anywhere_is_one_clean_error(codec, small_lc2):
+    """Every byte flipped, and every cut, of a real version 2 file: refused by the file's CRC."""
+    for i in range(len(small_lc2)):
+        damaged = bytearray(small_lc2)
+        damaged[i] ^= 0x10
+        with pytest.raises(CorruptStreamError):
+            codec.decode_pixels(bytes(damaged))
+    for cut in range(0, len(small_lc2), 7):
+        with pytest.raises(CorruptStreamError):
+            codec.decode_pixels(small_lc2[:cut])
+
+
+def test_version_2_garbage_streams_behind_a_valid_header(codec, small_lc2):
+    for garbage in (bytes(64), b"\xff" * 64, bytes(range(256))):
+        bad = replace_streams(small_lc2, garbage)
+        assert container.parse(bad).version == 2
+        try:
+            codec.decode_pixels(bad)
+        except LcodecError as exc:
+            assert str(exc).isprintable() and "\n" not in str(exc)
 
 
 def real_header(width: int, height: int, **fields) -> bytes:

@@ -163,16 +163,20 @@ def test_oversized_metadata_is_refused_unless_stripped(codec):
     assert lcodec.info(codec.encode(img, strip=True))["icc_bytes"] == 0
 
 
-def _with_chunks(data: bytes, ancillary=None, alpha=None, keep_alpha=True) -> bytes:
+def _with_chunks(data: bytes, ancillary=None, alpha=None, keep_alpha=True, version=None) -> bytes:
     parsed = container.parse(data)
     return container.serialize(container.Container(
         parsed.header, parsed.hyper, parsed.tiles,
-        parsed.ancillary if ancillary is None else ancillary, alpha=parsed.alpha if keep_alpha else alpha))
+        parsed.ancillary if ancillary is None else ancillary, version or parsed.version,
+        alpha=parsed.alpha if keep_alpha else alpha))
 
 
-def test_decoder_ignores_oversized_or_unknown_ancillary_chunks(codec):
+@pytest.mark.parametrize("version,unknown", [(1, b"zzzz"), (2, b"z")])
+def test_decoder_ignores_oversized_or_unknown_ancillary_chunks(codec, version, unknown):
     data = codec.encode(Image.fromarray(synthetic_photo(16, 16)))
-    big = _with_chunks(data, [(b"iccp", b"\1" * (metadata.MAX_METADATA_BYTES + 1)), (b"zzzz", b"future")])
+    big = _with_chunks(data, [(b"iccp", b"\1" * (metadata.MAX_METADATA_BYTES + 1)), (unknown, b"future")],
+                       version=version)
+    assert container.parse(big).version == version
     img = codec.decode(big)
     assert "icc_profile" not in img.info and img.size == (16, 16)
 
@@ -180,6 +184,8 @@ def test_decoder_ignores_oversized_or_unknown_ancillary_chunks(codec):
 def test_alph_chunk_in_the_container(codec):
     alpha = alpha_plane(16, 16)
     data = codec.encode_pixels(synthetic_photo(16, 16), 3, 4, alpha=alpha)
+    assert container.parse(data).version == 2  # (version 2's A record; this test splices chunks)
+    data = _with_chunks(data, version=1)
     parsed = container.parse(data)
     assert parsed.alpha is not None and parsed.alpha[0] == metadata.ALPHA_ZLIB
     assert np.array_equal(metadata.unpack_alpha(parsed.alpha, 16, 16), alpha)
@@ -205,7 +211,7 @@ def test_alph_chunk_in_the_container(codec):
 
 def test_an_unknown_critical_chunk_is_still_refused():
     header = container.Header(16, 16, 3, 4.0, "hyperprior", 1, bytes(8))
-    data = container.serialize(container.Container(header, b"\0" * 4, [b"\0" * 4]))
+    data = container.serialize(container.Container(header, b"\0" * 4, [b"\0" * 4], version=1))
     pos = data.index(b"HYPR")
     chunk = struct.pack("<4sI", b"ALPX", 1) + b"\0" + struct.pack("<I", zlib.crc32(b"ALPX\0"))
     with pytest.raises(UnsupportedVersionError, match="newer lcodec"):

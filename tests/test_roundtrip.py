@@ -71,7 +71,7 @@ def test_info_reports_the_header(codec):
     data = codec.encode(Image.fromarray(synthetic_photo(20, 10)), quality=2.5)
     meta = lcodec.info(data)
     assert meta["width"] == 20 and meta["height"] == 10 and meta["quality"] == 2.5
-    assert meta["bytes"] == len(data) and meta["format_version"] == 1
+    assert meta["bytes"] == len(data) and meta["format_version"] == 2
     assert meta["model"] == find_entry(None).name  # the manifest's default model
 
 

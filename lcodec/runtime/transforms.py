@@ -36,6 +36,14 @@ def between_levels(quality: float, levels: int) -> tuple[int, float]:
     return lo, pos - lo
 
 
+def nearest_level(quality: float, levels: int) -> int:
+    """The level (0-based) nearest to a quality in ``[1, levels]``, halves rounding up: whose
+    per-level ``z`` tables code it (``docs/format.md``)."""
+    if not 1.0 <= quality <= levels:
+        raise ValueError(f"quality must be in [1, {levels}], got {quality}")
+    return min(int(math.floor(quality + 0.5)), levels) - 1
+
+
 def _gdn_params(beta: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The effective GDN parameters from the stored (square-root) ones, as the torch layer
     computes them."""

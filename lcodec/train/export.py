@@ -11,7 +11,9 @@ bit-identical to the base's, and the manifest entry names the base by version an
 
 ``python -m lcodec.train.export --from NAME --name NAME [--base NAME] [--default]`` exports
 shipped weights again, their networks unchanged, with the tables and integer networks this
-lcodec builds (grouped v3 is grouped v2 with 256 scale tables instead of 64).
+lcodec builds (grouped v3 is grouped v2 with 256 scale tables instead of 64); with
+``--count-tables-on PHOTOS`` the ``y`` tables' frequencies and tables of ``z`` per quality
+level are counted on those photos (:mod:`.counted_tables`; grouped v4).
 """
 from __future__ import annotations
 
@@ -27,18 +29,34 @@ import torch
 from ..entropy.tables import default_scale_table, gaussian_tables, trimmed_tables
 from ..models import build_model
 from ..models.exact import quantize_model
-from ..weights import DERIVED_PREFIXES, MANIFEST, find_entry, network_state, read_verified, weights_dir
+from ..weights import (DERIVED_PREFIXES, MANIFEST, ModelEntry, find_entry, loaded_from_arrays, network_state,
+                       read_verified, weights_dir)
+from .counted_tables import photo_counted_tables
 
 Z_GRID = 255  # z tables are evaluated on the integers -Z_GRID..Z_GRID before trimming
 
 
 def build_tables(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """The integer tables of a model: z per channel, y per Gaussian scale."""
+    """The integer tables of a model from its densities: z per channel, y per Gaussian scale."""
     pmf = model.z_density.pmf_grid(-Z_GRID, Z_GRID).numpy()
     z = trimmed_tables(pmf, -Z_GRID)
     scale_table = default_scale_table()
     y = gaussian_tables(scale_table)
     return {**z.to_arrays("z"), **y.to_arrays("y"), "scale_table": scale_table}
+
+
+def counted_tables(model: torch.nn.Module, family: str, config: dict, tensors: dict[str, torch.Tensor],
+                   photos: Path) -> dict[str, torch.Tensor]:
+    """``tables.zl.*`` and ``tables.y.*`` counted on ``photos`` by coding them with the
+    weights ``tensors`` (the model's state, tables and integer networks; :mod:`.counted_tables`)."""
+    entry = ModelEntry("export", 0, family, "", "", config)
+    loaded = loaded_from_arrays(entry, {k: v.numpy() for k, v in tensors.items()})
+    learned = model.z_density.pmf_grid(-Z_GRID, Z_GRID).numpy()
+    out = {}
+    for prefix, tables in photo_counted_tables(loaded, learned, Path(photos), Z_GRID).items():
+        out.update({f"tables.{k}": torch.from_numpy(np.ascontiguousarray(v))
+                    for k, v in tables.to_arrays(prefix).items()})
+    return out
 
 
 def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
@@ -55,7 +73,7 @@ def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
 
 def export_state(model_state: dict, config: dict, name: str, source: str, training: dict,
                  make_default: bool = True, notes: dict | None = None, folder: Path | None = None,
-                 base: str | None = None) -> Path:
+                 base: str | None = None, count_tables_on: Path | None = None) -> Path:
     """Write a model (its ``state_dict`` and its ``config`` with ``family``) as the next
     version of ``name``; return the path. ``source`` names it in errors; the manifest entry's
     training record is ``training`` updated with ``notes``.
@@ -65,7 +83,8 @@ def export_state(model_state: dict, config: dict, name: str, source: str, traini
     With ``base`` (a model name in the manifest: its newest version) the file leaves out the
     tensors equal to the base's. The model must have every tensor of the base (its network
     tensors at the base's shapes), so that the base's tensors updated with the file's are
-    the model's.
+    the model's. With ``count_tables_on`` (a folder of training photos) the ``y`` tables'
+    frequencies and per-level ``z`` tables are counted on them (:func:`counted_tables`).
     """
     folder = Path(folder or weights_dir())
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,6 +97,8 @@ def export_state(model_state: dict, config: dict, name: str, source: str, traini
     for k, v in build_tables(model).items():
         tensors[f"tables.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
     tensors.update(quantize_model(model))
+    if count_tables_on is not None:
+        tensors.update(counted_tables(model, family, config, tensors, count_tables_on))
     base_entry = None
     if base is not None:
         base_entry = find_entry(base, folder=folder)
@@ -131,9 +152,10 @@ def _without_shared(tensors: dict[str, torch.Tensor], base: dict[str, np.ndarray
 
 
 def reexport(source: str, name: str, base: str | None = None, make_default: bool = False,
-             note: str = "", folder: Path | None = None) -> Path:
+             note: str = "", folder: Path | None = None, count_tables_on: Path | None = None) -> Path:
     """Export the newest version of the shipped model ``source`` again as the next version of
-    ``name``: the same networks, with this lcodec's tables and integer networks. The entry's
+    ``name``: the same networks, with this lcodec's tables and integer networks (the tables
+    counted on the photos in ``count_tables_on``, if given). The entry's
     training record is the source's, with ``note`` and the source's label added."""
     source_entry = find_entry(source, folder=folder)
     manifest = json.loads((Path(folder or weights_dir()) / MANIFEST).read_text())
@@ -144,10 +166,15 @@ def reexport(source: str, name: str, base: str | None = None, make_default: bool
     notes["reexported_from"] = source_entry.label
     if note:
         notes["reexport_note"] = note
+    if count_tables_on is not None:
+        notes["counted_tables"] = (f"y tables and per-level z tables counted on the training photos of "
+                                   f"{Path(count_tables_on).name}/")
+
     return export_state(network_state(read_verified(source_entry, folder)),
                         {"family": source_entry.family, **source_entry.config}, name, source_entry.label,
                         {"steps": training.get("steps"), "cpu_hours": training.get("cpu_hours")},
-                        make_default=make_default, notes=notes, folder=folder, base=base)
+                        make_default=make_default, notes=notes, folder=folder, base=base,
+                        count_tables_on=count_tables_on)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,8 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--base", default=None, help="a shipped model the new file extends")
     ap.add_argument("--default", action="store_true", help="make the new version the default model")
     ap.add_argument("--note", default="", help="recorded in the manifest entry")
+    ap.add_argument("--count-tables-on", type=Path, default=None,
+                    help="count the y tables and per-level z tables on the training photos in this folder")
     args = ap.parse_args(argv)
-    path = reexport(args.source, args.name, args.base or None, args.default, args.note)
+    path = reexport(args.source, args.name, args.base or None, args.default, args.note,
+                    count_tables_on=args.count_tables_on)
     print(f"exported {path}")
 
 
