@@ -200,9 +200,10 @@ class CodecPipeline:
 
     def decode(self, hyper: bytes, streams: list[bytes], height: int, width: int, quality: float,
                tile_size: int = 0, region: Rect | None = None, synthesis_tile: int = 0,
-               z_per_level: bool = False) -> np.ndarray:
-        """The uint8 pixels of ``region`` (default: the whole image); ``z_per_level`` when the
-        file's ``z`` was coded with per-level tables (header flag 0x0001).
+               z_per_level: bool | None = None) -> np.ndarray:
+        """The uint8 pixels of ``region`` (default: the whole image); ``z_per_level``: whether
+        the file's ``z`` was coded with per-level tables (header flag 0x0001; default: as
+        :meth:`encode` codes it with this model).
 
         Only the tiles whose latents the region's synthesis needs are entropy-decoded.
         ``synthesis_tile`` bounds the synthesis working set (0: one pass over the region).
@@ -215,7 +216,8 @@ class CodecPipeline:
         m = self.loaded
         full_z = full.scaled(ALIGN)
         dec = StreamDecoder(hyper)
-        z_sym = dec.decode(*self._z_tables((1, m.N, full_z.height, full_z.width), quality, z_per_level))
+        per_level = self.z_per_level if z_per_level is None else z_per_level
+        z_sym = dec.decode(*self._z_tables((1, m.N, full_z.height, full_z.width), quality, per_level))
         dec.check_exhausted()
         region = region or Rect(0, 0, width, height)
         full_y = full.scaled(LATENT_STRIDE)

@@ -138,8 +138,9 @@ def test_level_tables_change_only_the_hyper_stream(level_dir, monkeypatch, quali
     old_hyper, old_tiles = old.encode(pixels, quality)
     new_hyper, new_tiles = new.encode(pixels, quality)
     assert new_hyper != old_hyper and new_tiles != old_tiles
-    assert np.array_equal(new.decode(new_hyper, new_tiles, 136, 200, quality, z_per_level=True),
-                          old.decode(old_hyper, old_tiles, 136, 200, quality))
+    decoded = new.decode(new_hyper, new_tiles, 136, 200, quality, z_per_level=True)
+    assert np.array_equal(decoded, old.decode(old_hyper, old_tiles, 136, 200, quality))
+    assert np.array_equal(decoded, new.decode(new_hyper, new_tiles, 136, 200, quality))  # default: as encode
     codec = Codec("cpu", model="grouped")
     data = codec.encode_pixels(pixels, 3, quality)
     header = container.parse(data).header
