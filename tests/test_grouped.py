@@ -296,6 +296,12 @@ def test_train_grouped_learns_resumes_and_exports(photos, tmp_path, monkeypatch)
     pixels = synthetic_photo(128, 96, seed=3)
     out, header = Codec("cpu").decode_pixels(Codec("cpu", model="grouped").encode_pixels(pixels, 3, 6.0))
     assert header.model_name == "grouped" and psnr(out, pixels) > 24
+    # the same checkpoint exported with counted tables (`lcodec train-grouped --count-tables-on`)
+    export_checkpoint(ckpt, "grouped", make_default=False, folder=folder, count_tables_on=photos)
+    counted = Codec("cpu", model="grouped").encode_pixels(pixels, 3, 6.0)
+    header = container.parse(counted).header
+    assert header.model_version == 2 and header.flags == container.FLAG_Z_PER_LEVEL
+    assert np.array_equal(Codec("cpu").decode_pixels(counted)[0], out)
 
 
 def test_train_grouped_starts_only_from_context_or_grouped_weights(photos, tmp_path):

@@ -104,7 +104,10 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest: the "
                    "run's best.pt (best held-out BD-rate) when there is one, else its last state.")
-def train_command(export_name: str | None, **kwargs) -> None:
+@click.option("--count-tables-on", default=None, type=click.Path(exists=True, file_okay=False),
+              help="With --export: count the exported y tables and per-level z tables on the "
+                   "training photos in this folder (~25 CPU-minutes for ../shared/data/train).")
+def train_command(export_name: str | None, count_tables_on: str | None, **kwargs) -> None:
     """Train a variable-rate model on the CPU or a CUDA GPU (resumable)."""
     from ..errors import DeviceError
 
@@ -116,7 +119,7 @@ def train_command(export_name: str | None, **kwargs) -> None:
         from .export import export_checkpoint
         best = ckpt.with_name("best.pt")
         chosen = best if best.exists() else ckpt
-        path = export_checkpoint(chosen, export_name)
+        path = export_checkpoint(chosen, export_name, count_tables_on=count_tables_on)
         click.echo(f"exported {chosen} (the best held-out BD-rate of the run) to {path}"
                    if chosen == best else f"exported {path}")
 
@@ -146,12 +149,15 @@ C = ContextTrainConfig
 @click.option("--seed", default=C.seed, show_default=True, type=int)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest.")
-def train_context_command(export_name: str | None, **kwargs) -> None:
+@click.option("--count-tables-on", default=None, type=click.Path(exists=True, file_okay=False),
+              help="With --export: count the exported y tables and per-level z tables on the "
+                   "training photos in this folder (~25 CPU-minutes for ../shared/data/train).")
+def train_context_command(export_name: str | None, count_tables_on: str | None, **kwargs) -> None:
     """Train the checkerboard context model on top of frozen hyperprior weights."""
     ckpt = train_context(ContextTrainConfig(**kwargs))
     if export_name:
         from .export import export_checkpoint
-        path = export_checkpoint(ckpt, export_name, make_default=False)
+        path = export_checkpoint(ckpt, export_name, make_default=False, count_tables_on=count_tables_on)
         click.echo(f"exported {path}")
 
 
@@ -202,12 +208,17 @@ def _parse_groups(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--export-base", default="context", show_default=True,
               help="The shipped model whose frozen networks the export shares: its file then "
                    "holds only the group networks and names that base ('' for a whole file).")
-def train_grouped_command(export_name: str | None, export_base: str, **kwargs) -> None:
+@click.option("--count-tables-on", default=None, type=click.Path(exists=True, file_okay=False),
+              help="With --export: count the exported y tables and per-level z tables on the "
+                   "training photos in this folder (~25 CPU-minutes for ../shared/data/train).")
+def train_grouped_command(export_name: str | None, export_base: str, count_tables_on: str | None,
+                          **kwargs) -> None:
     """Train channel-group context networks on top of frozen context weights."""
     ckpt = train_grouped(GroupedTrainConfig(**kwargs))
     if export_name:
         from .export import export_checkpoint
-        path = export_checkpoint(ckpt, export_name, make_default=False, base=export_base or None)
+        path = export_checkpoint(ckpt, export_name, make_default=False, base=export_base or None,
+                                 count_tables_on=count_tables_on)
         click.echo(f"exported {path}")
 
 

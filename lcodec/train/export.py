@@ -61,14 +61,15 @@ def counted_tables(model: torch.nn.Module, family: str, config: dict, tensors: d
 
 def export_checkpoint(checkpoint: Path, name: str, make_default: bool = True,
                       notes: dict | None = None, folder: Path | None = None,
-                      base: str | None = None) -> Path:
+                      base: str | None = None, count_tables_on: Path | None = None) -> Path:
     """Write the weights of ``checkpoint`` as the next version of ``name``; return the path
     (:func:`export_state`, with the run's steps and CPU time as the training record)."""
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = json.loads(ck.get("state_json", "{}"))
     training = {"steps": state.get("step"), "cpu_hours": round(state.get("cpu_seconds", 0) / 3600, 3)}
     return export_state(ck["model"], json.loads(ck["config_json"]), name, str(checkpoint), training,
-                        make_default=make_default, notes=notes, folder=folder, base=base)
+                        make_default=make_default, notes=notes, folder=folder, base=base,
+                        count_tables_on=count_tables_on)
 
 
 def export_state(model_state: dict, config: dict, name: str, source: str, training: dict,
