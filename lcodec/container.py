@@ -31,10 +31,10 @@ KNOWN_FLAGS = FLAG_Z_PER_LEVEL
 _HEAD = struct.Struct("<IIBBfHIIH")  # width height channels bit_depth quality model_version tile_w tile_h flags
 _CHUNK = struct.Struct("<4sI")
 _CRC = struct.Struct("<I")
-# Version 2 record types; the ancillary ones stand for version 1's chunk types.
-_V2_HEAD, _V2_ALPHA, _V2_HYPER, _V2_TILE = b"H", b"A", b"Z", b"T"
-_V2_ANCILLARY = {b"i": b"iccp", b"e": b"exif"}
-_V2_ANCILLARY_OUT = {v: k for k, v in _V2_ANCILLARY.items()}
+# Version 2 record types and the version 1 chunk types they stand for (the parser reads both
+# versions' parts by their version 1 names).
+_V2_KINDS = {b"H": b"HEAD", b"A": b"ALPH", b"Z": b"HYPR", b"T": b"TILE", b"i": b"iccp", b"e": b"exif"}
+_V2_TYPES = {v: k for k, v in _V2_KINDS.items()}
 MAX_VARINT_BYTES = 5  # LEB128 of a value below 2^35; lengths and fields must be below 2^32
 
 
@@ -204,16 +204,16 @@ def _record(kind: bytes, payload: bytes) -> bytes:
 
 
 def _serialize_v2(container: Container) -> bytes:
-    parts = [SIGNATURE, struct.pack("<H", 2), _record(_V2_HEAD, container.header.pack_v2())]
+    parts = [SIGNATURE, struct.pack("<H", 2), _record(_V2_TYPES[b"HEAD"], container.header.pack_v2())]
     for kind, payload in container.ancillary:
-        kind = _V2_ANCILLARY_OUT.get(kind, kind)
+        kind = _V2_TYPES.get(kind, kind)
         if len(kind) != 1 or not kind.islower():
             raise ValueError(f"no version 2 record type for the ancillary chunk {kind!r}")
         parts.append(_record(kind, payload))
     if container.alpha is not None:
-        parts.append(_record(_V2_ALPHA, container.alpha))
-    parts.append(_record(_V2_HYPER, container.hyper))
-    parts.extend(_record(_V2_TILE, stream) for stream in container.tiles)
+        parts.append(_record(_V2_TYPES[b"ALPH"], container.alpha))
+    parts.append(_record(_V2_TYPES[b"HYPR"], container.hyper))
+    parts.extend(_record(_V2_TYPES[b"TILE"], stream) for stream in container.tiles)
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -266,91 +266,59 @@ def parse(data: bytes) -> Container:
     if version not in SUPPORTED_VERSIONS:
         raise UnsupportedVersionError(f"format version {version} is not supported by this lcodec "
                                       f"(supports {', '.join(map(str, SUPPORTED_VERSIONS))})")
-    if version == 2:
-        return _parse_v2(data)
+    start = len(SIGNATURE) + 2
+    if version == 1:
+        parts, unit, unpack_head = _chunks(data, start), "chunk", Header.unpack
+    else:
+        end = len(data) - _CRC.size
+        if end < start or zlib.crc32(data[:end]) != _CRC.unpack_from(data, end)[0]:
+            raise CorruptStreamError("file is damaged or truncated (CRC mismatch)")
+        parts = ((_V2_KINDS.get(kind, kind), payload, pos) for kind, payload, pos in _records(data, start, end))
+        unit, unpack_head = "record", Header.unpack_v2
     header: Header | None = None
     hyper: bytes | None = None
     tiles: list[bytes] = []
     ancillary: list[tuple[bytes, bytes]] = []
     alpha: bytes | None = None
-    for kind, payload, pos in _chunks(data, len(SIGNATURE) + 2):
+    for kind, payload, pos in parts:
         if header is None and kind != b"HEAD":
-            raise CorruptStreamError("the first chunk is not HEAD")
+            raise CorruptStreamError(f"the first {unit} is not HEAD")
         if kind == b"HEAD":
             if header is not None:
-                raise CorruptStreamError("more than one HEAD chunk")
-            header = Header.unpack(payload)
+                raise CorruptStreamError(f"more than one HEAD {unit}")
+            header = unpack_head(payload)
         elif kind == b"HYPR":
             if hyper is not None or tiles:
-                raise CorruptStreamError("HYPR chunk repeated or after the tiles")
+                raise CorruptStreamError(f"HYPR {unit} repeated or after the tiles")
             hyper = payload
         elif kind == b"TILE":
             if hyper is None:
-                raise CorruptStreamError("TILE chunk before the HYPR chunk")
-            if len(payload) < 4:
-                raise CorruptStreamError(f"TILE chunk at byte {pos} is too short")
-            (index,) = struct.unpack_from("<I", payload)
-            if index != len(tiles):
-                raise CorruptStreamError(f"tile {index} is out of order (expected {len(tiles)})")
-            tiles.append(payload[4:])
+                raise CorruptStreamError(f"TILE {unit} before the HYPR {unit}")
+            if version == 1:  # version 1 numbers its tiles; version 2's are in order by place
+                if len(payload) < 4:
+                    raise CorruptStreamError(f"TILE chunk at byte {pos} is too short")
+                (index,) = struct.unpack_from("<I", payload)
+                if index != len(tiles):
+                    raise CorruptStreamError(f"tile {index} is out of order (expected {len(tiles)})")
+                payload = payload[4:]
+            tiles.append(payload)
         elif kind == b"ALPH":
             if alpha is not None or hyper is not None:
-                raise CorruptStreamError("ALPH chunk repeated or after the HYPR chunk")
+                raise CorruptStreamError(f"ALPH {unit} repeated or after the HYPR {unit}")
             if not payload:
-                raise CorruptStreamError("ALPH chunk is empty")
+                raise CorruptStreamError(f"ALPH {unit} is empty")
             alpha = payload
-        elif kind == b"END\x00":
+        elif kind == b"END\x00" and version == 1:
             continue  # the chunk reader checks that nothing follows it
         elif kind[:1].islower():
+            if version == 2 and hyper is not None:
+                raise CorruptStreamError(f"ancillary record '{_name(kind)}' after the image data")
             ancillary.append((kind, payload))
         else:
-            raise UnsupportedVersionError(f"unknown critical chunk '{_name(kind)}': "
-                                          "the file needs a newer lcodec")
-    assert header is not None
-    if hyper is None or not tiles:
-        raise CorruptStreamError("file has no image data (no HYPR or TILE chunk)")
-    return Container(header, hyper, tiles, ancillary, version, alpha)
-
-
-def _parse_v2(data: bytes) -> Container:
-    start, end = len(SIGNATURE) + 2, len(data) - _CRC.size
-    if end < start or zlib.crc32(data[:end]) != _CRC.unpack_from(data, end)[0]:
-        raise CorruptStreamError("file is damaged or truncated (CRC mismatch)")
-    header: Header | None = None
-    hyper: bytes | None = None
-    tiles: list[bytes] = []
-    ancillary: list[tuple[bytes, bytes]] = []
-    alpha: bytes | None = None
-    for kind, payload, pos in _records(data, start, end):
-        if header is None and kind != _V2_HEAD:
-            raise CorruptStreamError("the first record is not HEAD")
-        if kind == _V2_HEAD:
-            if header is not None:
-                raise CorruptStreamError("more than one HEAD record")
-            header = Header.unpack_v2(payload)
-        elif kind == _V2_HYPER:
-            if hyper is not None:
-                raise CorruptStreamError("HYPR record repeated")
-            hyper = payload
-        elif kind == _V2_TILE:
-            if hyper is None:
-                raise CorruptStreamError("TILE record before the HYPR record")
-            tiles.append(payload)
-        elif kind == _V2_ALPHA:
-            if alpha is not None or hyper is not None:
-                raise CorruptStreamError("ALPH record repeated or after the HYPR record")
-            if not payload:
-                raise CorruptStreamError("ALPH record is empty")
-            alpha = payload
-        elif kind.islower():
-            if hyper is not None:
-                raise CorruptStreamError(f"ancillary record '{_name(kind)}' after the image data")
-            ancillary.append((_V2_ANCILLARY.get(kind, kind), payload))
-        else:
-            raise UnsupportedVersionError(f"unknown critical record '{_name(kind)}': "
+            raise UnsupportedVersionError(f"unknown critical {unit} '{_name(kind)}': "
                                           "the file needs a newer lcodec")
     if header is None:
-        raise CorruptStreamError("file has no HEAD record")
+        raise CorruptStreamError(f"file has no HEAD {unit}")
     if hyper is None or not tiles:
-        raise CorruptStreamError("file has no image data (no HYPR or TILE record)")
-    return Container(header, hyper, tiles, ancillary, 2, alpha)
+        raise CorruptStreamError(f"file has no image data (no HYPR or TILE {unit})")
+    return Container(header, hyper, tiles, ancillary, version, alpha)
