@@ -18,6 +18,13 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
         raise click.BadParameter(str(exc)) from None
 
 
+# Every command's --export can count its tables on the training photos (lcodec.train.counted_tables).
+COUNT_TABLES_ON = click.option(
+    "--count-tables-on", default=None, type=click.Path(exists=True, file_okay=False),
+    help="With --export: count the exported y tables and per-level z tables on the training "
+         "photos in this folder (~25 CPU-minutes for ../shared/data/train).")
+
+
 @click.command("train")
 @click.option("--data", default=TrainConfig.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=TrainConfig.run_dir, show_default=True,
@@ -104,9 +111,7 @@ def _parse_lambdas(value: str) -> tuple[float, ...]:
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest: the "
                    "run's best.pt (best held-out BD-rate) when there is one, else its last state.")
-@click.option("--count-tables-on", default=None, type=click.Path(exists=True, file_okay=False),
-              help="With --export: count the exported y tables and per-level z tables on the "
-                   "training photos in this folder (~25 CPU-minutes for ../shared/data/train).")
+@COUNT_TABLES_ON
 def train_command(export_name: str | None, count_tables_on: str | None, **kwargs) -> None:
     """Train a variable-rate model on the CPU or a CUDA GPU (resumable)."""
     from ..errors import DeviceError
@@ -149,9 +154,7 @@ C = ContextTrainConfig
 @click.option("--seed", default=C.seed, show_default=True, type=int)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest.")
-@click.option("--count-tables-on", default=None, type=click.Path(exists=True, file_okay=False),
-              help="With --export: count the exported y tables and per-level z tables on the "
-                   "training photos in this folder (~25 CPU-minutes for ../shared/data/train).")
+@COUNT_TABLES_ON
 def train_context_command(export_name: str | None, count_tables_on: str | None, **kwargs) -> None:
     """Train the checkerboard context model on top of frozen hyperprior weights."""
     ckpt = train_context(ContextTrainConfig(**kwargs))
@@ -208,9 +211,7 @@ def _parse_groups(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--export-base", default="context", show_default=True,
               help="The shipped model whose frozen networks the export shares: its file then "
                    "holds only the group networks and names that base ('' for a whole file).")
-@click.option("--count-tables-on", default=None, type=click.Path(exists=True, file_okay=False),
-              help="With --export: count the exported y tables and per-level z tables on the "
-                   "training photos in this folder (~25 CPU-minutes for ../shared/data/train).")
+@COUNT_TABLES_ON
 def train_grouped_command(export_name: str | None, export_base: str, count_tables_on: str | None,
                           **kwargs) -> None:
     """Train channel-group context networks on top of frozen context weights."""

@@ -47,7 +47,7 @@ class SymbolCounter:
     def __init__(self, tables: TableSet) -> None:
         self.tables = tables
         self._starts = tables.starts
-        self.flat = np.zeros(int((tables.lengths.astype(np.int64) + 1).sum()), dtype=np.int64)
+        self.flat = np.zeros(len(tables.freqs), dtype=np.int64)  # laid out as the frequencies
 
     def encode(self, symbols: np.ndarray, table_ids: np.ndarray, tables: TableSet) -> None:
         if tables is not self.tables:
