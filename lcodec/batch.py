@@ -232,9 +232,11 @@ def write_file(path: str, data: bytes, overwrite: str = "force", make_dirs: bool
             _silence_stdout()
             raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
         return True
+    global _writing
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     tmp = None
+    _writing = True
     try:
         if make_dirs:
             parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +274,7 @@ def write_file(path: str, data: bytes, overwrite: str = "force", make_dirs: bool
                 os.unlink(tmp)
             except OSError:
                 pass
+        _writing = False
 
 
 def _silence_stdout() -> None:
@@ -293,11 +296,11 @@ def exists_message(path: str) -> str:
 
 _local = threading.local()
 _worker_threads: int | None = None     # torch threads per worker process (set by the CLI's pool)
-_busy = False                          # a worker process is inside run_task
+_writing = False                       # write_file is between its first step and its cleanup
 
 
 class _Terminated(BaseException):
-    """Raised in a worker process by SIGTERM while it codes a file, to clean up and exit."""
+    """Raised in a worker process by SIGTERM while it writes a file, to clean up and exit."""
 
 
 def _codec(opts: Options):
@@ -446,10 +449,8 @@ def run_task(task: Task, raise_unexpected: bool = False) -> Result:
     propagates (and unexpected exceptions with ``raise_unexpected``). Picklable, so any
     executor can run it.
     """
-    global _busy
     t0 = time.perf_counter()
     res = Result(task.input, task.output)
-    _busy = True
     try:
         opts = task.options
         if task.output != "-" and opts.overwrite != "force" and os.path.lexists(task.output):
@@ -477,7 +478,6 @@ def run_task(task: Task, raise_unexpected: bool = False) -> Result:
         res.status, res.exit_code = FAILED, 3
         res.error = f"internal error: {type(exc).__name__}: {exc} (set LCODEC_DEBUG=1 for details)"
     finally:
-        _busy = False
         res.seconds = round(time.perf_counter() - t0, 4)
     return res
 
@@ -587,7 +587,10 @@ def decode_batch(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathL
 # --------------------------------------------------------------------------- the CLI's pool
 
 def _on_sigterm(signum, frame) -> None:
-    if _busy:
+    # Raised only inside write_file (plain Python file calls): an exception raised in the
+    # middle of coding could surface inside a native extension (the range coder), which
+    # reports it as a crash. Before the write there is nothing on disk to clean up.
+    if _writing:
         raise _Terminated()  # unwinds through write_file's cleanup, then run_task exits
     os._exit(128 + signal.SIGTERM)
 

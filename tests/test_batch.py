@@ -391,6 +391,35 @@ print("not reached")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
+def test_a_terminated_worker_stops_coding_without_raising_into_it(tmp_path):
+    """Before the write there is nothing to clean up: SIGTERM ends the worker at once instead of
+    raising into the coding code, where the exception could surface inside the range coder's
+    native extension and be reported as a crash (seen under load in the Ctrl-C test)."""
+    (png,) = make_images(tmp_path, ["a.png"])
+    code = f"""
+import os, signal
+from lcodec import batch
+batch._init_worker(1)
+real_codec = batch._codec
+def codec(opts):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    except BaseException as exc:
+        print("raised", type(exc).__name__)
+    return real_codec(opts)
+batch._codec = codec
+batch.run_task(batch.Task("encode", {str(png)!r}, {str(tmp_path / "a.lc")!r}))
+print("not reached")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
 # --------------------------------------------------------------------------- Python API
 
 def test_batch_api_on_a_thread_pool(tmp_path):
