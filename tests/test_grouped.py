@@ -277,6 +277,10 @@ def test_train_grouped_learns_resumes_and_exports(photos, tmp_path, monkeypatch)
         saved = torch.load(ckpt, weights_only=True)
         state, config = json.loads(saved["state_json"]), json.loads(saved["config_json"])
         assert state["step"] > 0 and set(state["final_val"]) == {"q1_saving_pct", "q5_saving_pct", "q8_saving_pct"}
+        logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+        assert logged[-1]["step"] == state["step"] and logged[-1]["val"] == state["final_val"]
+        validated = [r["step"] for r in logged if "val" in r]
+        assert len(validated) == len(set(validated))  # no step validated twice
         assert config["family"] == "grouped" and config["groups"] == list(DEFAULT_GROUPS)
         assert sorted(config["channel_order"]) == list(range(config["M"]))
         # every network of the context model stays as shipped; the group networks learn

@@ -82,7 +82,8 @@ def run_on_latents(model: torch.nn.Module, opt: torch.optim.Optimizer, state: di
                    validate: Callable[[], dict]) -> Path:
     """Train for ``settings.minutes`` from ``state`` (a fresh or resumed run's); return the
     checkpoint path. ``summarize(sums, steps)`` makes a log line's numbers, ``validate()``
-    its held-out ones (also stored as the run's ``final_val``)."""
+    its held-out ones. The last step is validated once (unless its log line just was) and
+    logged like the others; its numbers are also stored as the run's ``final_val``."""
     ckpt_path = run_dir / "checkpoint.pt"
     weights = torch.tensor([float(l.shape[1] * l.shape[2]) for l in latents])
     gen = torch.Generator().manual_seed(settings.seed + state["step"])
@@ -109,6 +110,7 @@ def run_on_latents(model: torch.nn.Module, opt: torch.optim.Optimizer, state: di
     start_step = state["step"]
     sums: dict[str, float] = {}
     steps = 0
+    last_val, last_val_step = None, None
     while not stop["flag"] and time.time() - t0 < budget:
         elapsed = time.time() - t0
         decay_start = budget * (1 - settings.decay_frac)
@@ -134,7 +136,8 @@ def run_on_latents(model: torch.nn.Module, opt: torch.optim.Optimizer, state: di
             rec = {"step": state["step"], "lr": round(lr, 7),
                    "cpu_h": round(state["cpu_seconds"] / 3600, 4), **summarize(sums, steps)}
             if state["step"] % settings.validate_every == 0:
-                rec["val"] = validate()
+                rec["val"] = last_val = validate()
+                last_val_step = state["step"]
             sums, steps = {}, 0
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -142,7 +145,13 @@ def run_on_latents(model: torch.nn.Module, opt: torch.optim.Optimizer, state: di
         if time.time() - last_ckpt > settings.checkpoint_minutes * 60:
             save()
             last_ckpt = time.time()
-    state["final_val"] = validate()
+    if last_val_step != state["step"]:
+        last_val = validate()
+        if state["step"] > start_step:
+            rec = {"step": state["step"], "lr": round(lr, 7),
+                   "cpu_h": round(state["cpu_seconds"] / 3600, 4), "val": last_val}
+            log.write(json.dumps(rec) + "\n")
+    state["final_val"] = last_val
     save()
     log.close()
     print(f"stopped at step {state['step']}; validation {state['final_val']}", flush=True)
