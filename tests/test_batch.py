@@ -367,39 +367,45 @@ def test_ctrl_c_leaves_no_partial_files_and_no_workers(tmp_path):
     assert _processes_marked(marker) == []
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
-def test_a_terminated_worker_removes_the_file_it_was_writing(tmp_path):
-    """What the pool's SIGTERM does to a worker in the middle of writing (deterministically:
-    the worker signals itself from inside the write)."""
+def assert_terminated_worker_leaves_nothing(tmp_path, patch: str) -> None:
+    """Run one encode task in a pool worker's setting, with ``patch`` (Python code) applied
+    first to make the worker send itself SIGTERM somewhere; it must exit with 128 + SIGTERM,
+    print nothing and leave no file behind."""
     (png,) = make_images(tmp_path, ["a.png"])
     code = f"""
 import os, signal
 from lcodec import batch
 batch._init_worker(1)
-real_fsync = os.fsync
-def fsync(fd):
-    os.kill(os.getpid(), signal.SIGTERM)
-    real_fsync(fd)
-os.fsync = fsync
+{patch}
 batch.run_task(batch.Task("encode", {str(png)!r}, {str(tmp_path / "a.lc")!r}))
 print("not reached")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
-    assert "not reached" not in proc.stdout and proc.stderr == ""
+    assert proc.stdout == "" and proc.stderr == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
+def test_a_terminated_worker_removes_the_file_it_was_writing(tmp_path):
+    """What the pool's SIGTERM does to a worker in the middle of writing (deterministically:
+    the worker signals itself from inside the write)."""
+    assert_terminated_worker_leaves_nothing(tmp_path, """
+real_fsync = os.fsync
+def fsync(fd):
+    os.kill(os.getpid(), signal.SIGTERM)
+    real_fsync(fd)
+os.fsync = fsync
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 def test_a_terminated_worker_stops_coding_without_raising_into_it(tmp_path):
     """Before the write there is nothing to clean up: SIGTERM ends the worker at once instead of
     raising into the coding code, where the exception could surface inside the range coder's
     native extension and be reported as a crash (seen under load in the Ctrl-C test)."""
-    (png,) = make_images(tmp_path, ["a.png"])
-    code = f"""
-import os, signal
-from lcodec import batch
-batch._init_worker(1)
+    assert_terminated_worker_leaves_nothing(tmp_path, """
 real_codec = batch._codec
 def codec(opts):
     try:
@@ -410,14 +416,7 @@ def codec(opts):
         print("raised", type(exc).__name__)
     return real_codec(opts)
 batch._codec = codec
-batch.run_task(batch.Task("encode", {str(png)!r}, {str(tmp_path / "a.lc")!r}))
-print("not reached")
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
-    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
-    assert proc.stdout == "" and proc.stderr == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+""")
 
 
 # --------------------------------------------------------------------------- Python API
