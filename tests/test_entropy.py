@@ -73,3 +73,60 @@ def test_garbage_streams_raise_only_corrupt_stream_errors():
 def test_odd_length_stream_is_rejected():
     with pytest.raises(CorruptStreamError):
         StreamDecoder(b"\x00\x01\x02")
+
+
+def test_the_range_coder_is_set_up_at_import_so_an_interrupt_cannot_crash_it(tmp_path):
+    """constriction's numpy bindings run Python (a numpy module lookup) on their first call; an
+    interrupt there was reported as a Rust panic. lcodec makes that call at import: afterwards
+    the lookup is never made again, shown here by making it raise KeyboardInterrupt."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from lcodec.entropy import StreamDecoder, StreamEncoder
+from lcodec.entropy.tables import default_scale_table, gaussian_tables
+
+tables = gaussian_tables(default_scale_table(8, 0.2, 4.0))
+symbols, ids = np.array([0, 3, -2, 40]), np.array([0, 7, 3, 1])
+
+class Interrupt:  # the numpy module the bindings look their C API up in
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("numpy") and name.endswith("multiarray"):
+            raise KeyboardInterrupt
+for name in [n for n in sys.modules if n.startswith("numpy") and n.endswith("multiarray")]:
+    del sys.modules[name]
+sys.meta_path.insert(0, Interrupt())
+enc = StreamEncoder()
+enc.encode(symbols, ids, tables)
+print(StreamDecoder(enc.finish()).decode(ids, tables).tolist())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["[0,", "3,", "-2,", "40]"], proc.stderr
+
+
+def test_signals_during_the_first_call_are_held_back_and_raised_after(monkeypatch):
+    import os
+    import signal
+
+    import constriction
+
+    from lcodec.entropy import coder
+
+    real = constriction.stream.queue.RangeEncoder
+    seen = []
+
+    def interrupted_encoder():
+        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            for _ in range(1000):  # the handler would run here
+                pass
+        except KeyboardInterrupt:
+            seen.append("raised inside")
+        return real()
+
+    monkeypatch.setattr(constriction.stream.queue, "RangeEncoder", interrupted_encoder)
+    with pytest.raises(KeyboardInterrupt):
+        coder._first_call()
+    assert seen == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler

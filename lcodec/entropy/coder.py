@@ -14,8 +14,17 @@ in chunks of at most 16 bits (uniform). Values must satisfy ``|v| < 2**30`` (``M
 
 Constriction reports failures on malformed input as ``pyo3_runtime.PanicException``, which
 is not an ``Exception`` subclass; both are turned into :class:`CorruptStreamError`.
+
+Its numpy bindings set themselves up on their first call, running a little Python (module
+lookups) from inside the extension; a Ctrl-C or SIGTERM handled at that moment would surface
+there as an error, which the extension reports as a crash (a ``PanicException`` and a Rust
+message on stderr). So that first call is made when this module is imported, with those two
+signals held back until it returns (:func:`_first_call`).
 """
 from __future__ import annotations
+
+import signal
+import threading
 
 import constriction
 import numpy as np
@@ -28,6 +37,30 @@ _UNIFORM2 = constriction.stream.model.Uniform(2)
 _UNIFORM32 = constriction.stream.model.Uniform(32)
 _UNIFORM_BITS = {k: constriction.stream.model.Uniform(1 << k) for k in range(1, 17)}
 _MODEL_CACHE: dict[int, list] = {}
+
+
+def _first_call() -> None:
+    """One tiny encode and decode, with SIGINT and SIGTERM deferred (main thread only: Python
+    runs signal handlers nowhere else) and re-raised once it is done."""
+    held: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not None:  # None: a handler Python did not install
+                previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        model = constriction.stream.model.Categorical(np.array([0.25, 0.75]), perfect=False)
+        enc = constriction.stream.queue.RangeEncoder()
+        enc.encode(np.array([1, 0], dtype=np.int32), model)
+        constriction.stream.queue.RangeDecoder(enc.get_compressed()).decode(model, 2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in held:
+            signal.raise_signal(sig)
+
+
+_first_call()
 
 
 def _models(tables: TableSet) -> list:
