@@ -1,6 +1,12 @@
 """Entropy coding with integer tables: exact round trips, escapes, damage detection."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
+import constriction
 import numpy as np
 import pytest
 
@@ -75,13 +81,10 @@ def test_odd_length_stream_is_rejected():
         StreamDecoder(b"\x00\x01\x02")
 
 
-def test_the_range_coder_is_set_up_at_import_so_an_interrupt_cannot_crash_it(tmp_path):
+def test_the_range_coder_is_set_up_at_import_so_an_interrupt_cannot_crash_it():
     """constriction's numpy bindings run Python (a numpy module lookup) on their first call; an
     interrupt there was reported as a Rust panic. lcodec makes that call at import: afterwards
     the lookup is never made again, shown here by making it raise KeyboardInterrupt."""
-    import subprocess
-    import sys
-
     code = """
 import sys
 import numpy as np
@@ -107,11 +110,6 @@ print(StreamDecoder(enc.finish()).decode(ids, tables).tolist())
 
 
 def test_signals_during_the_first_call_are_held_back_and_raised_after(monkeypatch):
-    import os
-    import signal
-
-    import constriction
-
     from lcodec.entropy import coder
 
     real = constriction.stream.queue.RangeEncoder

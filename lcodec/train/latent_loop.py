@@ -147,10 +147,8 @@ def run_on_latents(model: torch.nn.Module, opt: torch.optim.Optimizer, state: di
             last_ckpt = time.time()
     if last_val_step != state["step"]:
         last_val = validate()
-        if state["step"] > start_step:
-            rec = {"step": state["step"], "lr": round(lr, 7),
-                   "cpu_h": round(state["cpu_seconds"] / 3600, 4), "val": last_val}
-            log.write(json.dumps(rec) + "\n")
+        if state["step"] > start_step:  # the same record as the transforms' loop writes
+            log.write(json.dumps({"step": state["step"], "final": True, "val": last_val}) + "\n")
     state["final_val"] = last_val
     save()
     log.close()
