@@ -110,6 +110,18 @@ def find_entry(name: str | None = None, version: int | None = None,
     return max(matching, key=lambda e: e.version)
 
 
+def find_spec(spec: str, folder: Path | None = None) -> ModelEntry:
+    """The entry a command-line ``spec`` names: ``NAME`` (its newest version) or ``NAME:vN``
+    (``NAME:N`` too) for version N, e.g. ``grouped:v5``."""
+    name, sep, version = spec.partition(":")
+    if not sep:
+        return find_entry(name, folder=folder)
+    digits = version[1:] if version[:1] in ("v", "V") else version
+    if not name or not digits.isdigit():
+        raise WeightsError(f"{spec!r} is not a model name or NAME:vN (e.g. grouped:v5)")
+    return find_entry(name, int(digits), folder)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -175,11 +187,11 @@ def network_state(arrays: dict[str, np.ndarray]) -> dict:
 def load_weights_state(spec: str) -> dict:
     """What ``--init-from`` starts from: the file at the path ``spec`` (a weights file or a
     training checkpoint, as :func:`torch.load` reads it), or the whole ``state_dict`` of the
-    manifest's newest version of the model named ``spec`` (its base's tensors included)."""
+    shipped model ``spec`` names (:func:`find_spec`; its base's tensors included)."""
     path = Path(spec)
     if path.exists():
         return load_state_dict(path)
-    return network_state(read_verified(find_entry(spec)))
+    return network_state(read_verified(find_spec(spec)))
 
 
 @dataclass

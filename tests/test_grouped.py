@@ -441,3 +441,21 @@ def test_reexport_keeps_the_networks_and_decodes_the_same_pixels(tmp_path, monke
     old_out = old_pipe.decode(*old_pipe.encode(pixels, 3.0), 96, 160, 3.0)
     new_out = new_pipe.decode(*new_pipe.encode(pixels, 3.0), 96, 160, 3.0)
     assert np.array_equal(old_out, new_out)
+
+
+def test_init_from_names_an_older_shipped_version():
+    """``--init-from NAME:vN`` starts from version N, so a shipped version's recipe can be redone
+    on a checkout whose manifest has newer ones; a bad spec is one clear WeightsError."""
+    from lcodec.weights import find_spec
+
+    assert find_spec("grouped") == find_entry("grouped")
+    assert find_spec("grouped:v5") == find_spec("grouped:5") == find_entry("grouped", 5)
+    assert find_spec("grouped:v5") != find_entry("grouped")
+    for bad in ("grouped:v", "grouped:five", ":5"):
+        with pytest.raises(WeightsError, match="NAME:vN"):
+            find_spec(bad)
+    with pytest.raises(WeightsError, match="grouped v999 are not installed"):
+        find_spec("grouped:v999")
+    start, older = load_weights_state("grouped"), load_weights_state("grouped:v5")
+    assert start.keys() == older.keys()
+    assert any(not torch.equal(start[k], older[k]) for k in start)

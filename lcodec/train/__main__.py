@@ -81,7 +81,7 @@ COUNT_TABLES_ON = click.option(
               help="torch.compile the training step; 'auto' falls back to eager mode if it fails.")
 @click.option("--init-from", default=None, help="Start a fresh run from these weights: a weights .pt file, a training "
                    "checkpoint (e.g. another run's best.pt, or its checkpoint.pt: the weight average when it keeps one), or a model name in the manifest (its newest "
-                   "version). Ignored when the run directory has a checkpoint.")
+                   "version, or NAME:vN for version N). Ignored when the run directory has a checkpoint.")
 @click.option("--context-channels", default=0, show_default=True, type=int,
               help="Context family: features of the masked context convolution (0: those of the "
                    "checkpoint resumed or the weights started from, else 96). Starting from "
@@ -135,7 +135,7 @@ C = ContextTrainConfig
 @click.command("train-context")
 @click.option("--init-from", required=True,
               help="Hyperprior weights whose transforms the context model keeps: a .pt file, "
-                   "or a model name in the manifest (its newest version).")
+                   "or a model name in the manifest (its newest version, or NAME:vN).")
 @click.option("--context-from", default=None,
               help="Start the context networks from these context weights (a .pt file or a "
                    "manifest name) instead of from scratch. If their hyperprior has other latent "
@@ -183,7 +183,7 @@ def _parse_groups(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--init-from", required=True,
               help="Context weights whose every network the grouped model keeps, or grouped "
                    "weights whose group networks training continues: a manifest name (its "
-                   "newest version) or a training checkpoint of either family.")
+                   "newest version, or NAME:vN such as grouped:v5) or a training checkpoint of either family.")
 @click.option("--data", default=G.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=G.run_dir, show_default=True,
               help="Checkpoint and log folder; an existing checkpoint there is resumed.")

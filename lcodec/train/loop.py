@@ -400,9 +400,9 @@ def param_groups(model: torch.nn.Module, gain_lr_mult: float = 1.0) -> list[dict
 
 def load_weights(spec: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """``(config with family, state dict, training state)`` of a training checkpoint (a path
-    that exists) or of shipped weights (a manifest name: its newest version; no training
-    state)."""
-    from ..weights import find_entry, network_state, read_verified
+    that exists) or of shipped weights (a manifest name, its newest version, or ``NAME:vN``;
+    no training state)."""
+    from ..weights import find_spec, network_state, read_verified
 
     path = Path(spec)
     if path.exists():
@@ -410,7 +410,7 @@ def load_weights(spec: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
         if "config_json" not in ck:
             raise ValueError(f"{spec} is not a training checkpoint (give a manifest name instead)")
         return json.loads(ck["config_json"]), ck["model"], json.loads(ck.get("state_json", "{}"))
-    entry = find_entry(spec)
+    entry = find_spec(spec)
     return dict(entry.config, family=entry.family), network_state(read_verified(entry)), {}
 
 
