@@ -1,6 +1,7 @@
 """Entropy coding with integer tables: exact round trips, escapes, damage detection."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -109,11 +110,11 @@ print(StreamDecoder(enc.finish()).decode(ids, tables).tolist())
     assert proc.returncode == 0 and proc.stdout.split() == ["[0,", "3,", "-2,", "40]"], proc.stderr
 
 
-def test_signals_during_the_first_call_are_held_back_and_raised_after(monkeypatch):
-    from lcodec.entropy import coder
-
+def _interrupt_the_first_encoder(monkeypatch) -> list[str]:
+    """Send SIGINT from inside the first call's encoder; the list returned records a
+    KeyboardInterrupt raised there (where the bindings would report a crash)."""
     real = constriction.stream.queue.RangeEncoder
-    seen = []
+    seen: list[str] = []
 
     def interrupted_encoder():
         os.kill(os.getpid(), signal.SIGINT)
@@ -125,30 +126,34 @@ def test_signals_during_the_first_call_are_held_back_and_raised_after(monkeypatc
         return real()
 
     monkeypatch.setattr(constriction.stream.queue, "RangeEncoder", interrupted_encoder)
-    # Python's own Ctrl-C handler, whatever this process inherited: a test run started in the
-    # background (`make test &`, some CI runners) starts with SIGINT ignored.
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    return seen
+
+
+@contextlib.contextmanager
+def _sigint_handler(handler):
+    """SIGINT handled by ``handler`` inside the block, whatever this process inherited: a test
+    run started in the background (`make test &`, some CI runners) starts with SIGINT ignored."""
+    inherited = signal.signal(signal.SIGINT, handler)
     try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def test_signals_during_the_first_call_are_held_back_and_raised_after(monkeypatch):
+    from lcodec.entropy import coder
+
+    seen = _interrupt_the_first_encoder(monkeypatch)
+    with _sigint_handler(signal.default_int_handler):
         with pytest.raises(KeyboardInterrupt):
             coder._first_call()
         assert seen == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, inherited)
 
 
 def test_an_ignored_signal_stays_ignored_through_the_first_call(monkeypatch):
     from lcodec.entropy import coder
 
-    real = constriction.stream.queue.RangeEncoder
-
-    def interrupted_encoder():
-        os.kill(os.getpid(), signal.SIGINT)
-        return real()
-
-    monkeypatch.setattr(constriction.stream.queue, "RangeEncoder", interrupted_encoder)
-    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    seen = _interrupt_the_first_encoder(monkeypatch)
+    with _sigint_handler(signal.SIG_IGN):
         coder._first_call()  # held back, then raised into the ignoring disposition: nothing
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, inherited)
+        assert seen == [] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
