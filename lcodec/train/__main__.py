@@ -137,8 +137,8 @@ C = ContextTrainConfig
               help="Hyperprior weights whose transforms the context model keeps: a .pt file, "
                    "or a model name in the manifest (its newest version, or NAME:vN).")
 @click.option("--context-from", default=None,
-              help="Start the context networks from these context weights (a .pt file or a "
-                   "manifest name) instead of from scratch. If their hyperprior has other latent "
+              help="Start the context networks from these context weights (a .pt file, or a "
+                   "manifest name or NAME:vN) instead of from scratch. If their hyperprior has other latent "
                    "channels, each channel is matched by its synthesis pattern; new ones start at zero.")
 @click.option("--data", default=C.data, show_default=True, help="Folder of training photos.")
 @click.option("--run-dir", default=C.run_dir, show_default=True,
