@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 KODAK  ?= ../shared/data/kodak
 TRAIN  ?= ../shared/data/train
 
-.PHONY: setup demo test bench train train-hyperprior train-context train-grouped fuzz clean
+.PHONY: setup demo test bench train train-context-e2e train-hyperprior train-context train-grouped fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,21 +38,30 @@ FUZZ_SECONDS ?= 600
 fuzz: setup
 	OMP_NUM_THREADS=1 $(BIN)/python tests/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS)
 
-# One session of the weights campaign (see docs/model-card.md): the default `context` model
-# trained end to end. Resumes runs/context with its optimizer state when it has a checkpoint
-# (keep that folder between sessions), else starts from the newest shipped context weights;
-# exports best.pt as the next version when it ends (probe it on Kodak before committing it).
-# The recipe is runs 36-39's (context v10 and v11).
+# One session of the weights campaign (see docs/model-card.md): the default `grouped` model
+# trained end to end, every network together. Resumes runs/grouped-e2e with its optimizer state
+# when it has a checkpoint (keep that folder between sessions), else starts from the newest
+# shipped grouped weights; exports best.pt as the next version, with tables counted on the
+# training photos, when it ends (probe it on Kodak and run `make bench` before committing it).
+# The recipe is run 73's (grouped v8).
 CAMPAIGN_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 \
-  --lr 1e-4 --warmup 300 --ema 0.999 --validate-every 500
+  --ema 0.999
 train: setup
+	$(BIN)/lcodec train --family grouped --data $(TRAIN) --run-dir runs/grouped-e2e --init-from grouped \
+	  $(CAMPAIGN_FLAGS) --lr 3e-5 --warmup 100 --validate-every 300 --decay-frac 0.35 --minutes 75 \
+	  --threads 2 --export grouped --count-tables-on $(TRAIN)
+
+# The `context` model trained end to end (runs 36-39's recipe, context v10 and v11).
+train-context-e2e: setup
 	$(BIN)/lcodec train --family context --data $(TRAIN) --run-dir runs/context --init-from context \
-	  $(CAMPAIGN_FLAGS) --decay-frac 0.35 --minutes 80 --export context
+	  $(CAMPAIGN_FLAGS) --lr 1e-4 --warmup 300 --validate-every 500 --decay-frac 0.35 --minutes 80 \
+	  --export context
 
 # The plain hyperprior's transforms alone (runs 30-31's recipe, hyperprior v9 and v10).
 train-hyperprior: setup
 	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --init-from hyperprior \
-	  $(CAMPAIGN_FLAGS) --decay-frac 0.15 --minutes 110 --export hyperprior
+	  $(CAMPAIGN_FLAGS) --lr 1e-4 --warmup 300 --validate-every 500 --decay-frac 0.15 --minutes 110 \
+	  --export hyperprior
 
 # Context networks alone on top of the newest shipped hyperprior (its transforms stay frozen).
 train-context: setup
