@@ -44,24 +44,25 @@ fuzz: setup
 # shipped grouped weights; exports best.pt as the next version, with tables counted on the
 # training photos, when it ends (probe it on Kodak and run `make bench` before committing it).
 # The recipe is run 73's (grouped v8).
-CAMPAIGN_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 \
+# END_TO_END_FLAGS are shared by every end-to-end recipe; CAMPAIGN_FLAGS add the lr schedule of
+# the context and hyperprior recipes (runs 30-39).
+END_TO_END_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 \
   --ema 0.999
+CAMPAIGN_FLAGS = $(END_TO_END_FLAGS) --lr 1e-4 --warmup 300 --validate-every 500
 train: setup
 	$(BIN)/lcodec train --family grouped --data $(TRAIN) --run-dir runs/grouped-e2e --init-from grouped \
-	  $(CAMPAIGN_FLAGS) --lr 3e-5 --warmup 100 --validate-every 300 --decay-frac 0.35 --minutes 75 \
+	  $(END_TO_END_FLAGS) --lr 3e-5 --warmup 100 --validate-every 300 --decay-frac 0.35 --minutes 75 \
 	  --threads 2 --export grouped --count-tables-on $(TRAIN)
 
 # The `context` model trained end to end (runs 36-39's recipe, context v10 and v11).
 train-context-e2e: setup
 	$(BIN)/lcodec train --family context --data $(TRAIN) --run-dir runs/context --init-from context \
-	  $(CAMPAIGN_FLAGS) --lr 1e-4 --warmup 300 --validate-every 500 --decay-frac 0.35 --minutes 80 \
-	  --export context
+	  $(CAMPAIGN_FLAGS) --decay-frac 0.35 --minutes 80 --export context
 
 # The plain hyperprior's transforms alone (runs 30-31's recipe, hyperprior v9 and v10).
 train-hyperprior: setup
 	$(BIN)/lcodec train --data $(TRAIN) --run-dir runs/hyperprior --init-from hyperprior \
-	  $(CAMPAIGN_FLAGS) --lr 1e-4 --warmup 300 --validate-every 500 --decay-frac 0.15 --minutes 110 \
-	  --export hyperprior
+	  $(CAMPAIGN_FLAGS) --decay-frac 0.15 --minutes 110 --export hyperprior
 
 # Context networks alone on top of the newest shipped hyperprior (its transforms stay frozen).
 train-context: setup
