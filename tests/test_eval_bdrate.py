@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from lcodec.eval.bdrate import Pchip, bd_psnr, bd_rate
+from lcodec.eval.bdrate import Pchip, bd_psnr, bd_rate, quality_at_rates
 
 RATES = [0.12, 0.25, 0.47, 0.85, 1.5]
 PSNRS = [27.1, 29.4, 31.9, 34.6, 37.3]
@@ -43,6 +43,29 @@ def test_linear_log_rate_difference_gives_the_analytic_value():
 
 def test_bd_psnr_of_a_shifted_curve():
     assert bd_psnr(RATES, PSNRS, RATES, [p + 0.7 for p in PSNRS]) == pytest.approx(0.7, abs=1e-9)
+
+
+def test_quality_at_rates_is_the_curve_at_its_knots_and_nan_outside():
+    got = quality_at_rates(RATES, PSNRS, [RATES[2], RATES[0], 0.01, 9.0])
+    assert got[:2] == pytest.approx([PSNRS[2], PSNRS[0]], abs=1e-9)
+    assert math.isnan(got[2]) and math.isnan(got[3])  # no extrapolation
+
+
+def test_quality_at_rates_follows_a_log_linear_curve_between_knots():
+    # PSNR = 30 + 4 log(r) is a straight line in log-rate: PCHIP reproduces it exactly.
+    rates = [0.1, 0.3, 0.8, 2.0]
+    d = [30 + 4 * math.log(r) for r in rates]
+    at = [0.15, 0.5, 1.7]
+    assert quality_at_rates(rates, d, at) == pytest.approx([30 + 4 * math.log(r) for r in at], abs=1e-9)
+
+
+def test_quality_at_rates_agrees_with_bd_psnr_for_a_shifted_curve():
+    shifted = [p + 0.7 for p in PSNRS]
+    mid = [0.2, 0.6, 1.2]
+    gaps = [b - a for a, b in zip(quality_at_rates(RATES, PSNRS, mid), quality_at_rates(RATES, shifted, mid))]
+    assert gaps == pytest.approx([0.7] * 3, abs=1e-9)
+    with pytest.raises(ValueError):
+        quality_at_rates(RATES, PSNRS, [0.0])
 
 
 def test_no_overlap_is_nan():

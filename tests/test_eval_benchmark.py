@@ -65,6 +65,11 @@ def test_rd_markdown_shows_two_models_and_their_bd_rate():
     assert "| lcodec-context | -40.0% | -10.0% |" in text
     assert "| lcodec-hyperprior | -33.3% | - |" in text
     assert "Re-used" not in text
+    # where the difference is: the default model (first) against the classical codecs only
+    assert "### Where the difference is: lcodec-hyperprior's PSNR minus" in text
+    assert "| setting | bpp | PSNR (dB) | vs jpeg |" in text
+    assert "| 1 | 0.2000 | 27.00 | n/a |" in text  # below jpeg's cheapest point (0.3 bpp)
+    assert "| 4 | 0.6000 | 31.00 | +1.69 dB |" in text  # jpeg needs 1.5x the bits: sharper at 0.6 bpp
     data["reused"] = {"lcodec-hyperprior": "2026-12-02"}
     assert "earlier `make bench`" in benchmark.rd_markdown(data)
     assert "lcodec-hyperprior (2026-12-02)" in benchmark.rd_markdown(data)

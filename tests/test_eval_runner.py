@@ -13,7 +13,7 @@ from PIL import Image
 from lcodec.eval.classical import available_codecs, canonical_name, make_codec, missing_reason
 from lcodec.eval.images import EvalError
 from lcodec.eval.metrics import ms_ssim, psnr
-from lcodec.eval.runner import bd_rate_table, format_bd_table, format_rd_table, run_eval
+from lcodec.eval.runner import bd_rate_table, format_bd_table, format_rd_table, quality_gap_table, run_eval
 
 from .conftest import synthetic_photo
 
@@ -199,6 +199,19 @@ def test_bd_rate_table_against_a_scaled_copy():
     assert table["ms_ssim_db"]["lcodec"]["x"] == pytest.approx(-10.0, abs=1e-6)
     assert table["psnr"]["jpeg"]["lcodec"] == pytest.approx(0.0, abs=1e-9)
     assert "jpeg" not in table["psnr"]["jpeg"]
+
+
+def test_quality_gap_table_shows_which_end_of_the_curve_differs():
+    anchor = [{"quality": q, "bpp": b, "psnr": p} for q, b, p in [(10, 0.2, 28), (50, 0.5, 31), (90, 1.0, 34), (95, 2.0, 37)]]
+    # better than the anchor by 0.5 dB at low rates, worse by 2 dB at the top, one point beyond its range
+    mine = [{"quality": 1, "bpp": 0.2, "psnr": 28.5}, {"quality": 4, "bpp": 1.0, "psnr": 32.0},
+            {"quality": 8, "bpp": 3.0, "psnr": 38.0}]
+    rows = quality_gap_table({"lcodec-x": mine, "avif": anchor}, "lcodec-x", ["avif", "lcodec-x", "webp"])
+    assert [r["quality"] for r in rows] == [1, 4, 8]
+    assert list(rows[0]["gaps"]) == ["avif"]  # itself and codecs that were not run are left out
+    assert rows[0]["gaps"]["avif"] == pytest.approx(0.5, abs=1e-9)
+    assert rows[1]["gaps"]["avif"] == pytest.approx(-2.0, abs=1e-9)
+    assert math.isnan(rows[2]["gaps"]["avif"])
 
 
 def test_parallel_run_equals_sequential(images):

@@ -13,7 +13,9 @@ Negative means curve b needs fewer bits than curve a for the same quality.
 
 BD-PSNR swaps the roles: distortion is interpolated as a function of log(rate)
 and the mean difference (b - a) over the overlapping log-rate interval is
-returned in the distortion's unit.
+returned in the distortion's unit. ``quality_at_rates`` evaluates that same
+interpolant at given rates: the quality an anchor reaches at a test codec's
+bitrates, from which the gap at each setting is read.
 
 If the intervals do not overlap (or overlap in a single point) the result is
 ``nan``. Invalid input (fewer than 2 points, non-positive rates, non-finite
@@ -162,6 +164,17 @@ def bd_rate(
     return (math.exp((ib - ia) / (hi - lo)) - 1.0) * 100.0
 
 
+def _rate_curve(rates: Sequence[float], dist: Sequence[float], name: str) -> tuple[FloatArray, FloatArray]:
+    """Validate one RD curve; return (log-rate, distortion) sorted by rate, equal rates merged."""
+    q, lr = _prepare(rates, dist, name)
+    order = np.argsort(lr, kind="stable")
+    lr, q = lr[order], q[order]
+    keep = np.concatenate([[True], np.diff(lr) > 0])
+    if keep.sum() < 2:
+        raise ValueError(f"curve {name}: needs at least 2 points with distinct rates")
+    return lr[keep], q[keep]
+
+
 def bd_psnr(
     rates_a: Sequence[float],
     dist_a: Sequence[float],
@@ -169,17 +182,8 @@ def bd_psnr(
     dist_b: Sequence[float],
 ) -> float:
     """BD-PSNR: mean quality gain of curve b over a at equal rate (nan if no overlap)."""
-    qa, la = _prepare(rates_a, dist_a, "a")
-    qb, lb = _prepare(rates_b, dist_b, "b")
-    curves = []
-    for q, lr in ((qa, la), (qb, lb)):
-        order = np.argsort(lr)
-        lr, q = lr[order], q[order]
-        keep = np.concatenate([[True], np.diff(lr) > 0])
-        if keep.sum() < 2:
-            raise ValueError("each curve needs at least 2 points with distinct rates")
-        curves.append((lr[keep], q[keep]))
-    (ra, da), (rb, db) = curves
+    ra, da = _rate_curve(rates_a, dist_a, "a")
+    rb, db = _rate_curve(rates_b, dist_b, "b")
     lo = max(ra[0], rb[0])
     hi = min(ra[-1], rb[-1])
     if not hi > lo:
@@ -187,3 +191,18 @@ def bd_psnr(
     ia = Pchip(ra, da).integrate(lo, hi)
     ib = Pchip(rb, db).integrate(lo, hi)
     return (ib - ia) / (hi - lo)
+
+
+def quality_at_rates(rates: Sequence[float], dist: Sequence[float], at: Sequence[float]) -> list[float]:
+    """The quality of the curve (``rates``, ``dist``) at each rate of ``at``: the same PCHIP
+    of quality over log-rate as :func:`bd_psnr`, ``nan`` outside the curve's rate range (no
+    extrapolation). Invalid curves raise ``ValueError`` as in :func:`bd_rate`."""
+    lr, q = _rate_curve(rates, dist, "curve")
+    curve = Pchip(lr, q)
+    out = []
+    for r in at:
+        if not (r > 0 and math.isfinite(r)):
+            raise ValueError("rates must be positive and finite")
+        t = math.log(r)
+        out.append(float(curve(t)) if lr[0] - 1e-12 <= t <= lr[-1] + 1e-12 else math.nan)
+    return out

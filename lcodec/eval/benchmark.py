@@ -349,10 +349,32 @@ def rd_markdown(data: dict) -> str:
             cells = ["-" if codec == a else _pct(table[metric][a].get(codec)) for a in anchors]
             lines.append(f"| {codec} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += gap_markdown(avg)
     lines += ["Codec settings:", ""]
     for codec, meta in data["codecs"].items():
         lines.append(f"- **{codec}**: " + ", ".join(f"{k} {v}" for k, v in meta["settings"].items()))
     return "\n".join(lines) + "\n"
+
+
+def gap_markdown(avg: dict) -> list[str]:
+    """Lines of the table that shows where the default lcodec model's BD-rates come from: at
+    each of its settings, its PSNR minus each classical codec's at the same bpp."""
+    from .runner import quality_gap_table
+
+    mine = [c for c in avg if c.startswith("lcodec-") and "@" not in c]
+    anchors = [c for c in avg if not c.startswith("lcodec-")]
+    if not mine or not anchors:
+        return []
+    rows = quality_gap_table(avg, mine[0], anchors)
+    lines = [f"### Where the difference is: {mine[0]}'s PSNR minus each codec's at the same bpp", "",
+             "Positive: lcodec is sharper at that bitrate. Each codec's curve is interpolated as "
+             "for BD-PSNR; n/a is outside its bitrate range.", "",
+             "| setting | bpp | PSNR (dB) | " + " | ".join(f"vs {a}" for a in anchors) + " |",
+             "| --- | --- | --- |" + " --- |" * len(anchors)]
+    for r in rows:
+        cells = ["n/a" if g != g else f"{g:+.2f} dB" for g in (r["gaps"][a] for a in anchors)]
+        lines.append(f"| {r['quality']:g} | {r['bpp']:.4f} | {r['psnr']:.2f} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def speed_markdown(s: dict) -> str:

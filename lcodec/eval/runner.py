@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from lcodec.eval.bdrate import bd_rate
+from lcodec.eval.bdrate import bd_rate, quality_at_rates
 from lcodec.eval.classical import EvalCodec, make_codec
 from lcodec.eval.images import EvalError, as_array, list_images, load_rgb
 from lcodec.eval.metrics import ms_ssim, ms_ssim_db, mse, psnr_from_mse
@@ -181,6 +181,35 @@ def bd_rate_table(
                 if codec != anchor
             }
     return table
+
+
+def quality_gap_table(
+    average: Mapping[str, Sequence[Mapping[str, Any]]], codec: str, anchors: Sequence[str], key: str = "psnr"
+) -> list[dict[str, Any]]:
+    """Where ``codec`` gains or loses against each anchor, setting by setting: one row per
+    point of ``codec`` (``quality``, ``bpp``, ``key``) with ``gaps = {anchor: codec's quality
+    minus the anchor's at the same bpp}`` (the anchor's curve interpolated as in BD-PSNR;
+    ``nan`` outside its bpp range). Anchors that were not run are left out.
+
+    BD-rate averages over the whole overlap; this shows which end of the curve the average
+    comes from.
+    """
+    points = sorted(average[codec], key=lambda p: float(p["bpp"]))
+    rates = [float(p["bpp"]) for p in points]
+    at: dict[str, list[float]] = {}
+    for anchor in anchors:
+        if anchor == codec or anchor not in average:
+            continue
+        ref = average[anchor]
+        try:
+            at[anchor] = quality_at_rates([p["bpp"] for p in ref], [p[key] for p in ref], rates)
+        except ValueError:
+            at[anchor] = [math.nan] * len(rates)
+    return [
+        {"quality": p["quality"], "bpp": float(p["bpp"]), key: float(p[key]),
+         "gaps": {a: float(p[key]) - v[i] for a, v in at.items()}}
+        for i, p in enumerate(points)
+    ]
 
 
 def _fmt(value: float | None, spec: str = "+.1f") -> str:
