@@ -232,17 +232,25 @@ def write_file(path: str, data: bytes, overwrite: str = "force", make_dirs: bool
             _silence_stdout()
             raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
         return True
-    global _writing
+    global _partial, _deferring
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     tmp = None
-    _writing = True
     try:
         if make_dirs:
             parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
             raise OutputError(f"{path} is a directory")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
+        # A SIGTERM (a pool worker being stopped) inside mkstemp waits until the file it creates
+        # has a name that the handler can remove.
+        _deferring = True
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
+            _partial = tmp
+        finally:
+            _deferring = False
+        if _pending:
+            _on_sigterm(signal.SIGTERM, None)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _file_mode())
             f.write(data)
@@ -274,7 +282,7 @@ def write_file(path: str, data: bytes, overwrite: str = "force", make_dirs: bool
                 os.unlink(tmp)
             except OSError:
                 pass
-        _writing = False
+        _partial = None
 
 
 def _silence_stdout() -> None:
@@ -296,11 +304,10 @@ def exists_message(path: str) -> str:
 
 _local = threading.local()
 _worker_threads: int | None = None     # torch threads per worker process (set by the CLI's pool)
-_writing = False                       # write_file is between its first step and its cleanup
-
-
-class _Terminated(BaseException):
-    """Raised in a worker process by SIGTERM while it writes a file, to clean up and exit."""
+# A pool worker's SIGTERM handler removes the temporary file write_file is writing, if any.
+_partial: str | None = None             # that file, from its creation until it is renamed or removed
+_deferring = False                      # inside mkstemp: the file may exist before it has a name
+_pending = False                        # a SIGTERM came while deferring
 
 
 def _codec(opts: Options):
@@ -464,8 +471,6 @@ def run_task(task: Task, raise_unexpected: bool = False) -> Result:
             _decode(task, res)
         else:
             raise LcodecError(f"unknown task kind {task.kind!r}")
-    except _Terminated:
-        os._exit(128 + signal.SIGTERM)  # the write's cleanup has run; leave without a trace
     except LcodecError as exc:
         res.status, res.error, res.exit_code = FAILED, str(exc), exc.exit_code
         res.fatal = isinstance(exc, DeviceError) or (isinstance(exc, WeightsError) and task.kind == ENCODE)
@@ -587,11 +592,20 @@ def decode_batch(inputs: Iterable[str | os.PathLike], output_dir: str | os.PathL
 # --------------------------------------------------------------------------- the CLI's pool
 
 def _on_sigterm(signum, frame) -> None:
-    # Raised only inside write_file (plain Python file calls): an exception raised in the
-    # middle of coding could surface inside a native extension (the range coder), which
-    # reports it as a crash. Before the write there is nothing on disk to clean up.
-    if _writing:
-        raise _Terminated()  # unwinds through write_file's cleanup, then run_task exits
+    """A pool worker's SIGTERM: remove the temporary file being written (if any) and exit at
+    once. It raises nothing: an exception raised in the middle of coding could surface inside
+    a native extension (the range coder), which reports it as a crash; and one raised inside
+    write_file could land between creating its temporary file and the cleanup that knows it."""
+    global _pending
+    if _deferring:
+        _pending = True
+        return
+    partial = _partial
+    if partial is not None:  # already renamed into place (a whole file) if this fails
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
     os._exit(128 + signal.SIGTERM)
 
 

@@ -401,6 +401,23 @@ os.fsync = fsync
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
+def test_a_worker_terminated_as_its_temporary_file_is_created_removes_it(tmp_path):
+    """The window the Ctrl-C test once hit under load (a ``.part`` file left behind): SIGTERM
+    after mkstemp has created the file but before write_file holds its name."""
+    assert_terminated_worker_leaves_nothing(tmp_path, """
+import tempfile
+real_mkstemp = tempfile.mkstemp
+def mkstemp(*args, **kwargs):
+    made = real_mkstemp(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):
+        pass
+    return made
+tempfile.mkstemp = mkstemp
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 def test_a_terminated_worker_stops_coding_without_raising_into_it(tmp_path):
     """Before the write there is nothing to clean up: SIGTERM ends the worker at once instead of
     raising into the coding code, where the exception could surface inside the range coder's
