@@ -16,6 +16,7 @@ from lcodec.train.loop import (DEFAULT_M, CompiledForward, DivergenceGuard, Trai
                                level_weights, train, validate)
 from lcodec.train.levels import check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
+from lcodec.train.reopen import reopen_channels, shut_channels
 from lcodec.train.narrow import channel_activity, narrow_latents
 from lcodec.train.transfer import match_latent_channels, transfer_context
 from lcodec.train.widen import hyper_widths, widen_hidden, widen_latents
@@ -152,6 +153,68 @@ def _with_dead_channels(M: int, dead: list[int]) -> torch.nn.Module:
         model.h_s[4].weight[[M + c for c in dead]] = 0  # their means
         model.h_s[4].bias[[M + c for c in dead]] = 0
     return model
+
+
+def _with_shut_gains(M: int, shut: list[int]) -> dict[str, torch.Tensor]:
+    """A hyperprior state dict whose ``shut`` channels have a log-gain of -4 at every level
+    (what training with rounded latents leaves in grouped v8-v10) and whose inverse gains
+    undo it."""
+    torch.manual_seed(0)
+    state = _perturbed(build_model("hyperprior", N=8, M=M)).state_dict()
+    state["log_gain"][:, shut] = -4.0
+    state["log_inv_gain"][:, shut] = 4.0
+    return state
+
+
+def test_reopened_channels_take_the_open_ones_median_gains_and_new_filters():
+    shut = [3, 7]
+    state = _with_shut_gains(12, shut)
+    before = {k: v.clone() for k, v in state.items()}
+    assert shut_channels(state, -2.0) == shut and shut_channels(state, -5.0) == []
+    reopened, idx = reopen_channels(state, -2.0, seed=1)
+    assert idx == shut
+    assert all(torch.equal(state[k], before[k]) for k in state)  # the input is left alone
+    open_ = [c for c in range(12) if c not in shut]
+    for name in ("log_gain", "log_inv_gain"):
+        median = before[name][:, open_].median(dim=1).values
+        for c in shut:
+            assert torch.equal(reopened[name][:, c], median)
+        assert torch.equal(reopened[name][:, open_], before[name][:, open_])
+    for name in ("g_a.6.weight", "g_s.0.weight"):  # (M, ...) in both: conv out, deconv in
+        new, old = reopened[name], before[name]
+        assert torch.equal(new[open_], old[open_])
+        assert not torch.equal(new[shut], old[shut])
+        ratio = new[shut].std().item() / old[open_].std().item()
+        assert 0.35 < ratio < 0.65, ratio  # half the open channels' spread
+    assert torch.all(reopened["g_a.6.bias"][shut] == 0)
+    untouched = set(state) - {"log_gain", "log_inv_gain", "g_a.6.weight", "g_a.6.bias", "g_s.0.weight"}
+    assert all(reopened[k] is state[k] for k in untouched)
+    again, _ = reopen_channels(state, -2.0, seed=1)
+    other, _ = reopen_channels(state, -2.0, seed=2)
+    assert torch.equal(again["g_a.6.weight"], reopened["g_a.6.weight"])
+    assert not torch.equal(other["g_a.6.weight"], reopened["g_a.6.weight"])
+    assert reopen_channels(state, -5.0) == (state, [])
+    with pytest.raises(ValueError, match="no open channels"):
+        reopen_channels(state, 10.0)
+
+
+def test_train_reopens_shut_channels_of_the_weights_it_starts_from_and_trains_them(photos, tmp_path,
+                                                                                   capsys):
+    shut = [3, 7]
+    start = tmp_path / "shut.pt"
+    torch.save(_with_shut_gains(12, shut), start)
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), threads="1", compile="off", N=8,
+               crop=64, batch=1, lr=1e-3, warmup=0, ste_frac=1.0)
+    ckpt = train(TrainConfig(**cfg, minutes=0.0, init_from=str(start), reopen_below=-2.0))
+    assert f"reopened 2 latent channels whose top-level log-gain is below -2: {shut}" in capsys.readouterr().out
+    started = torch.load(ckpt, weights_only=True)["model"]
+    assert torch.all(started["log_gain"][-1, shut] > -2)
+    assert torch.all(started["g_a.6.weight"][shut].abs().sum((1, 2, 3)) > 0)
+    train(TrainConfig(**cfg, minutes=1.0, max_steps=1))  # one step on rounded latents
+    stepped = torch.load(ckpt, weights_only=True)["model"]
+    # The distortion's straight-through gradient reaches the reopened channels' filters.
+    assert not torch.equal(stepped["g_a.6.weight"][shut], started["g_a.6.weight"][shut])
+    assert not torch.equal(stepped["g_s.0.weight"][shut], started["g_s.0.weight"][shut])
 
 
 @torch.no_grad()

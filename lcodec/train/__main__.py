@@ -97,6 +97,11 @@ COUNT_TABLES_ON = click.option(
               default=TrainConfig.level_weighting, show_default=True,
               help="'normalized' divides each quality level's loss by its running mean; 'sqrt' "
                    "by the square root of it.")
+@click.option("--reopen-below", default=None, type=float,
+              help="With --init-from: start afresh the latent channels whose log-gain at the top "
+                   "quality level is below this (e.g. -2: the channels training has shut): the "
+                   "open channels' median gains, new random analysis and synthesis filters "
+                   "(lcodec/train/reopen.py). Ignored when the run directory has a checkpoint.")
 @click.option("--train-only", type=click.Choice(["all", "encoder"]), default=TrainConfig.train_only,
               show_default=True,
               help="encoder: train only the analysis, hyper-analysis and gains; every decoder "

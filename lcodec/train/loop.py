@@ -69,6 +69,8 @@ class TrainConfig:
     compile: str = "auto"        # torch.compile the training forward: "auto" (fall back), "on", "off"
     device: str = "auto"         # "auto" (CUDA when torch sees a GPU), "cpu", "cuda" or "cuda:N"
     train_only: str = "all"      # "all", or "encoder": only is_encoder_parameter's train
+    reopen_below: float | None = None  # a fresh run: start afresh the latent channels whose
+                                       # top-level log-gain is below this (lcodec.train.reopen)
     extra: dict = field(default_factory=dict)
 
 
@@ -554,6 +556,11 @@ def train(cfg: TrainConfig) -> Path:
             init_config, init, _ = load_weights(cfg.init_from)
         if cfg.family == "hyperprior" and cfg.M and cfg.M < latent_width(init):
             init = _narrowed(init, cfg)
+        if cfg.reopen_below is not None:
+            from .reopen import reopen_channels
+            init, reopened = reopen_channels(init, cfg.reopen_below, seed=cfg.seed)
+            print(f"reopened {len(reopened)} latent channels whose top-level log-gain is below "
+                  f"{cfg.reopen_below:g}" + (f": {reopened}" if reopened else ""), flush=True)
     # The analysis / synthesis widths: --Na / --Ns, else those of the checkpoint resumed or the
     # weights started from.
     init_widths = hidden_widths(init) if init is not None else None
