@@ -3,7 +3,7 @@
 Training with rounded latents from the first step shuts some latent channels for good: their
 gain at every quality level falls so low (log-gain -3.6 to -4.4 in grouped v9, against about
 +0.9 for the channels in use at ``-q 8``) that nothing they would carry survives rounding, and
-so no gradient reaches them. Grouped v9 has 44 such channels of its 192 (v10: 43), and the
+so no gradient reaches them. Grouped v9 has 44 such channels of its 192 (v10 43, v11 42), and the
 top of its rate-distortion curve sits at what the others can carry (docs/model-card.md, "What
 was measured"). Raising those gains alone opens nothing: the analysis filters behind them have
 learned to give the synthesis nothing it uses.
@@ -26,7 +26,7 @@ import torch
 # channel: the analysis' last convolution (out, in, k, k) makes it; the synthesis' first
 # transposed convolution (in, out, k, k) reads it.
 _ANALYSIS_OUT = "g_a.6"
-_SYNTHESIS_IN = "g_s.0.weight"
+_SYNTHESIS_IN = "g_s.0"
 
 
 def shut_channels(state: dict[str, torch.Tensor], below: float) -> list[int]:
@@ -60,7 +60,7 @@ def reopen_channels(state: dict[str, torch.Tensor], below: float, seed: int = 0,
         t[:, idx] = t[:, open_].median(dim=1, keepdim=True).values
         out[name] = t
     gen = torch.Generator().manual_seed(seed)
-    for name in (f"{_ANALYSIS_OUT}.weight", _SYNTHESIS_IN):
+    for name in (f"{_ANALYSIS_OUT}.weight", f"{_SYNTHESIS_IN}.weight"):
         t = state[name].clone()
         std = t[open_].float().std().item()
         t[idx] = (torch.randn(t[idx].shape, generator=gen) * std * spread).to(t.dtype)
