@@ -108,7 +108,8 @@ def test_transposed_conv_matches_torch(cin, cout, k, h, w, chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("config", [{"N": 8, "M": 12}, {"N": 8, "M": 12, "Na": 16},
-                                    {"N": 8, "M": 12, "Ns": 16}])
+                                    {"N": 8, "M": 12, "Ns": 16},
+                                    {"N": 8, "M": 12, "Na": 16, "res_a": 3, "res_s": 2}])
 @torch.no_grad()
 def test_numpy_transforms_compute_what_the_torch_model_computes(config):
     model = build_model("hyperprior", **config).double().eval()
@@ -139,6 +140,12 @@ def test_numpy_transforms_refuse_weights_of_another_shape():
     del arrays["g_s.2.bias"]
     with pytest.raises(ValueError, match="missing 'g_s.2.bias'"):
         HyperpriorTransforms(arrays, N=8, M=12)
+    # residual blocks the config names must be in the weights
+    arrays = {k: v.numpy() for k, v in build_model("hyperprior", N=8, M=12, res_s=1).state_dict().items()}
+    with pytest.raises(ValueError, match="missing 'g_s_res.3.body.0.weight'"):
+        HyperpriorTransforms(arrays, N=8, M=12, res_s=2)
+    with pytest.raises(ValueError, match="res_a and res_s"):
+        HyperpriorTransforms(arrays, N=8, M=12, res_a=4)
 
 
 def test_auto_device_without_an_nvidia_driver_does_not_consult_torch(monkeypatch):

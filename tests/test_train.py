@@ -369,6 +369,61 @@ def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(
         shipped["h_a.0.weight"].shape[0], n_old + 8, shipped["g_s.0.weight"].shape[1])
 
 
+@torch.no_grad()
+def test_residual_blocks_added_to_trained_weights_start_as_identities():
+    from lcodec.train.loop import load_adding_blocks
+
+    plain = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16)
+    gen = torch.Generator().manual_seed(3)
+    for p in plain.parameters():
+        p += 0.05 * torch.randn(p.shape, generator=gen)
+    deep = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=2, res_s=3)
+    assert load_adding_blocks(deep, plain.state_dict()) == 5
+    x = torch.from_numpy(synthetic_photo(64, 64, seed=4)).permute(2, 0, 1)[None].float() / 255
+    y = deep.analysis(x, 5.0)
+    assert torch.equal(y, plain.analysis(x, 5.0))
+    assert torch.equal(deep.synthesis(torch.round(y), 5.0), plain.synthesis(torch.round(y), 5.0))
+    # training moves them: a block's first step gives its zero convolution a gradient
+    deep.train()
+    with torch.enable_grad():
+        out = deep(x, torch.tensor([4]))
+        ((out["x_hat"] - x) ** 2).mean().backward()
+    assert deep.g_s_res["5"].body[2].weight.grad.abs().sum() > 0
+    assert deep.g_a_res["3"].body[2].weight.grad.abs().sum() > 0
+    # only blocks may be missing; a block the model lacks is an error
+    broken = dict(plain.state_dict())
+    del broken["g_s.2.bias"]
+    with pytest.raises(RuntimeError, match="g_s.2.bias"):
+        load_adding_blocks(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_s=1), broken)
+    with pytest.raises(ValueError, match="has not"):
+        load_adding_blocks(plain, deep.state_dict())
+
+
+def test_train_adds_residual_blocks_to_its_weights_resumes_them_and_exports_them(photos, tmp_path,
+                                                                                  capsys, monkeypatch):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, max_steps=2, crop=64,
+               batch=2, threads="1", compile="off", init_from="hyperprior")
+    ckpt = train(TrainConfig(**cfg, res_s=2, res_a=1))
+    assert "3 residual blocks added as identities" in capsys.readouterr().out
+    config = json.loads(torch.load(ckpt, weights_only=True)["config_json"])
+    assert (config["res_a"], config["res_s"]) == (1, 2)
+    train(TrainConfig(**{**cfg, "minutes": 5.0, "max_steps": 4}))  # resumes with its blocks
+    with pytest.raises(ValueError, match="keeps its residual blocks"):
+        train(TrainConfig(**cfg, res_s=3))
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "hyperprior", folder=folder)
+    entry = json.loads((folder / "manifest.json").read_text())["models"][0]
+    assert (entry["config"]["res_a"], entry["config"]["res_s"]) == (1, 2)
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(96, 64, seed=5)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 5.0))
+    assert header.model_name == "hyperprior" and psnr(out, pixels) > 24
+    # training moved the blocks off the identity, and the shipped file carries them
+    shipped = load_state_dict(folder / entry["file"])
+    assert shipped["g_s_res.3.body.2.weight"].abs().sum() > 0
+    assert {k.split(".")[1] for k in shipped if k.startswith("g_a_res.")} == {"5"}
+
+
 def test_retargeted_levels_keep_trained_gains_and_extend_them_in_log_lambda():
     model = _perturbed(build_model("hyperprior", N=8, M=8, lambdas=(0.001, 0.004, 0.016)))
     state = model.state_dict()

@@ -44,7 +44,7 @@ class TorchTransforms:
 
     def analysis_unscaled(self, pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return self._numpy(self.model.g_a(self._pixels(pixels) - 0.5))
+            return self._numpy(self.model.transform_a(self._pixels(pixels) - 0.5))
 
     def apply_gain(self, unscaled: np.ndarray, quality: float) -> np.ndarray:
         with torch.inference_mode():

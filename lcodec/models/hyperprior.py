@@ -24,12 +24,22 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.transforms import between_levels
+from ..runtime.transforms import ANALYSIS_BLOCK_AFTER, SYNTHESIS_BLOCK_AFTER, between_levels
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
-from .layers import GDN, conv, deconv
+from .layers import GDN, ResidualBlock, conv, deconv
 
 # Rate-distortion trade-offs of the quality levels 1..8 (loss = lambda * 255^2 * MSE + bpp).
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+
+def _run(layers: nn.Sequential, blocks: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
+    """``layers`` with each of ``blocks`` applied after the layer its key names."""
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        block = blocks[str(i)] if str(i) in blocks else None
+        if block is not None:
+            x = block(x)
+    return x
 
 
 def default_hyper_hidden(M: int) -> tuple[int, int]:
@@ -54,6 +64,11 @@ class MeanScaleHyperprior(nn.Module):
             (default ``(M, 3M/2)``). Set when a model's latent was narrowed but its
             hyper-synthesis kept its width (:mod:`lcodec.train.narrow`).
         lambdas: one rate-distortion trade-off per quality level (level ``k`` is ``-q k``).
+        res_a: residual blocks (:class:`.layers.ResidualBlock`) in the analysis, after its GDN
+            layers from the deepest (1/8 resolution) outward: 0 to 3.
+        res_s: residual blocks in the synthesis, after its inverse GDN layers from the deepest
+            (1/8 resolution) outward: 0 to 3. New blocks are identities, so they can be added
+            to trained weights (``lcodec train --res-a / --res-s``) without changing them.
     """
 
     family = "hyperprior"
@@ -61,8 +76,11 @@ class MeanScaleHyperprior(nn.Module):
 
     def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
                  Na: int | None = None, Ns: int | None = None,
-                 hyper_hidden: tuple[int, int] | None = None):
+                 hyper_hidden: tuple[int, int] | None = None, res_a: int = 0, res_s: int = 0):
         super().__init__()
+        if not (0 <= res_a <= 3 and 0 <= res_s <= 3):
+            raise ValueError(f"res_a and res_s must be in 0..3, got {res_a} and {res_s}")
+        self.res_a, self.res_s = res_a, res_s
         self.N, self.M = N, M
         self.Na = Na = Na or N
         self.Ns = Ns = Ns or N
@@ -73,6 +91,9 @@ class MeanScaleHyperprior(nn.Module):
         self.g_s = nn.Sequential(
             deconv(M, Ns), GDN(Ns, inverse=True), deconv(Ns, Ns), GDN(Ns, inverse=True),
             deconv(Ns, Ns), GDN(Ns, inverse=True), deconv(Ns, 3))
+        # Residual blocks, keyed by the index of the g_a / g_s layer (a GDN) they follow.
+        self.g_a_res = nn.ModuleDict({str(i): ResidualBlock(Na) for i in ANALYSIS_BLOCK_AFTER[:res_a]})
+        self.g_s_res = nn.ModuleDict({str(i): ResidualBlock(Ns) for i in SYNTHESIS_BLOCK_AFTER[:res_s]})
         self.h_a = nn.Sequential(
             conv(M, N, 3, 1), nn.LeakyReLU(inplace=True),
             conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))
@@ -111,7 +132,15 @@ class MeanScaleHyperprior(nn.Module):
     # -- the four stages used by the codec pipeline ------------------------------------------
     def analysis(self, x: torch.Tensor, quality: float) -> torch.Tensor:
         gain, _ = self.gains(quality)
-        return self.g_a(x - 0.5) * gain.to(x.dtype)
+        return self.transform_a(x - 0.5) * gain.to(x.dtype)
+
+    def transform_a(self, x: torch.Tensor) -> torch.Tensor:
+        """The analysis transform (``g_a`` and its residual blocks) of centred pixels."""
+        return _run(self.g_a, self.g_a_res, x)
+
+    def transform_s(self, y: torch.Tensor) -> torch.Tensor:
+        """The synthesis transform (``g_s`` and its residual blocks) of an un-gained latent."""
+        return _run(self.g_s, self.g_s_res, y)
 
     def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
         return self.h_a(y)
@@ -135,7 +164,7 @@ class MeanScaleHyperprior(nn.Module):
 
     def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         _, inv_gain = self.gains(quality)
-        return self.g_s(y_hat * inv_gain.to(y_hat.dtype)) + 0.5
+        return self.transform_s(y_hat * inv_gain.to(y_hat.dtype)) + 0.5
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, level: torch.Tensor, decoder_noise: bool = False) -> dict[str, torch.Tensor]:
@@ -148,7 +177,7 @@ class MeanScaleHyperprior(nn.Module):
         """
         gain = self.log_gain[level].exp()[:, :, None, None]
         inv_gain = self.log_inv_gain[level].exp()[:, :, None, None]
-        y = self.g_a(x - 0.5).float() * gain
+        y = self.transform_a(x - 0.5).float() * gain
         z = self.h_a(y).float()
         z_lik = self.z_density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))
         means, scales = self.entropy_params(y, self.h_s(ste_round(z)).float())
@@ -156,5 +185,5 @@ class MeanScaleHyperprior(nn.Module):
         noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_lik = gaussian_likelihood(noisy - means, scales)
         y_hat = noisy if decoder_noise else ste_round(y - means) + means
-        x_hat = self.g_s(y_hat * inv_gain).float() + 0.5
+        x_hat = self.transform_s(y_hat * inv_gain).float() + 0.5
         return {"x_hat": x_hat, "y_likelihoods": y_lik, "z_likelihoods": z_lik}

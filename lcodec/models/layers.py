@@ -1,4 +1,4 @@
-"""Building blocks of the transforms: GDN / inverse GDN and strided convolutions.
+"""Building blocks of the transforms: GDN / inverse GDN, strided convolutions and residual blocks.
 
 Pure torch; no file, byte or image handling here.
 """
@@ -53,3 +53,22 @@ def deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.ConvTran
     """A transposed convolution that upsamples by exactly ``stride``."""
     return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=kernel // 2,
                               output_padding=stride - 1)
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv(leaky_relu(conv(x)))`` with two 3x3 'same' convolutions of ``channels``.
+
+    The second convolution starts at zero, so a new block is the identity: it can be put into
+    trained transforms without changing what they compute, and training then decides what it
+    adds (the blocks of Cheng et al. 2020, here between the GDN layers).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv(channels, channels, 3, 1), nn.LeakyReLU(inplace=True),
+                                  conv(channels, channels, 3, 1))
+        nn.init.zeros_(self.body[2].weight)
+        nn.init.zeros_(self.body[2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)

@@ -17,6 +17,11 @@ import numpy as np
 
 from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
 
+# Where residual blocks go: after these layers of g_a / g_s (their GDNs, ``2 * i + 1`` for the
+# i-th), deepest first (lcodec.models.hyperprior imports them from here).
+ANALYSIS_BLOCK_AFTER = (5, 3, 1)
+SYNTHESIS_BLOCK_AFTER = (1, 3, 5)
+
 # Working memory of the transforms per pixel of a tile window: 320 bytes measured with 64
 # hidden channels (float32, with temporaries); it grows with the widest hidden layer (numpy
 # analysis of a 1280x1280 window: 219 bytes above the baseline at 64 channels, 434 at 128).
@@ -44,6 +49,15 @@ def nearest_level(quality: float, levels: int) -> int:
     return min(int(math.floor(quality + 0.5)), levels) - 1
 
 
+def _residual(x: np.ndarray, block: list | None) -> np.ndarray:
+    """``x + conv(leaky_relu(conv(x)))`` for a residual block's two 3x3 convolutions (``x``
+    unchanged when there is no block)."""
+    if block is None:
+        return x
+    (w1, b1, _), (w2, b2, _) = block
+    return x + conv2d(leaky_relu(conv2d(x, w1, b1, stride=1, padding=1)), w2, b2, stride=1, padding=1)
+
+
 def _gdn_params(beta: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The effective GDN parameters from the stored (square-root) ones, as the torch layer
     computes them."""
@@ -58,15 +72,17 @@ class HyperpriorTransforms:
 
     Args:
         arrays: the weights (name -> array), as stored in a weights file.
-        N, M, Na, Ns: the architecture (``config`` in the manifest); extra config keys (e.g. the
-            context family's) are accepted and ignored.
+        N, M, Na, Ns, res_a, res_s: the architecture (``config`` in the manifest); extra config
+            keys (e.g. the context family's) are accepted and ignored.
 
     Raises ``ValueError`` when an expected array is missing or has the wrong shape.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
-                 Ns: int | None = None, **_other) -> None:
+                 Ns: int | None = None, res_a: int = 0, res_s: int = 0, **_other) -> None:
         Na, Ns = Na or N, Ns or N
+        if not (0 <= res_a <= 3 and 0 <= res_s <= 3):
+            raise ValueError(f"res_a and res_s must be in 0..3, got {res_a} and {res_s}")
         self.N, self.M, self.Na, self.Ns = N, M, Na, Ns
         self._arrays = arrays
 
@@ -93,6 +109,14 @@ class HyperpriorTransforms:
         self.g_a_gdn = gdn_layers("g_a", (1, 3, 5), Na)
         self.g_s = conv_layers("g_s", [(0, (M, Ns, 5)), (2, (Ns, Ns, 5)), (4, (Ns, Ns, 5)), (6, (Ns, 3, 5))], True)
         self.g_s_gdn = gdn_layers("g_s", (1, 3, 5), Ns)
+
+        def res_blocks(prefix: str, after: tuple[int, ...], c: int):
+            """{layer index: (its two 3x3 convolutions)} of the residual blocks after those layers."""
+            return {i: conv_layers(f"{prefix}.{i}.body", [(0, (c, c, 3)), (2, (c, c, 3))], False)
+                    for i in after}
+
+        self.g_a_res = res_blocks("g_a_res", ANALYSIS_BLOCK_AFTER[:res_a], Na)
+        self.g_s_res = res_blocks("g_s_res", SYNTHESIS_BLOCK_AFTER[:res_s], Ns)
         self.h_a = conv_layers("h_a", [(0, (M, N, 3)), (2, (N, N, 5)), (4, (N, N, 5))], False)
         lambdas = np.asarray(arrays.get("lambdas", np.zeros(0)))
         levels = len(lambdas)
@@ -131,6 +155,7 @@ class HyperpriorTransforms:
             x = conv2d(x, w, b, stride=2, padding=k // 2)
             if i < len(self.g_a_gdn):
                 x = gdn(x, *self.g_a_gdn[i], inverse=False)
+                x = _residual(x, self.g_a_res.get(2 * i + 1))
         return x.transpose(2, 0, 1)[None]
 
     def apply_gain(self, unscaled: np.ndarray, quality: float) -> np.ndarray:
@@ -161,4 +186,5 @@ class HyperpriorTransforms:
                 x = conv_transpose2d(x, w, b, stride=2, padding=k // 2, output_padding=1)
                 if i < len(self.g_s_gdn):
                     x = gdn(x, *self.g_s_gdn[i], inverse=True)
+                    x = _residual(x, self.g_s_res.get(2 * i + 1))
             return (x + np.float32(0.5)).transpose(2, 0, 1)[None]

@@ -53,6 +53,15 @@ COUNT_TABLES_ON = click.option(
               help="Hidden channels of the synthesis transform (decoder; 0: those of the "
                    "checkpoint resumed or the weights started from, else --N). Starting from "
                    "narrower weights widens them losslessly.")
+@click.option("--res-a", "res_a", default=TrainConfig.res_a, show_default=True,
+              type=click.IntRange(0, 3),
+              help="Residual blocks in the analysis transform, after its GDN layers from the "
+                   "deepest outward (0: those of the checkpoint resumed or the weights started "
+                   "from). Blocks added to trained weights start as identities.")
+@click.option("--res-s", "res_s", default=TrainConfig.res_s, show_default=True,
+              type=click.IntRange(0, 3),
+              help="Residual blocks in the synthesis transform (the decoder), after its inverse "
+                   "GDN layers from the deepest outward; as --res-a.")
 @click.option("--lambdas", default=None,
               callback=lambda ctx, param, value: _parse_lambdas(value) if value else None,
               help="The quality levels' rate-distortion trade-offs, comma-separated, increasing "

@@ -53,7 +53,7 @@ def photo_latents(model: torch.nn.Module, paths: list[Path]) -> list[torch.Tenso
             if h == 0 or w == 0:
                 continue
             x = torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float() / 255
-            out.append(model.g_a(x.contiguous(memory_format=torch.channels_last) - 0.5)[0].contiguous())
+            out.append(model.transform_a(x.contiguous(memory_format=torch.channels_last) - 0.5)[0].contiguous())
     return out
 
 

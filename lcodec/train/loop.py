@@ -43,6 +43,8 @@ class TrainConfig:
     M: int = 0                    # latent channels (0: the resumed or initial weights', else 96)
     Na: int = 0                   # analysis width (0: the resumed or initial weights', else N)
     Ns: int = 0                   # synthesis width (0: the resumed or initial weights', else N)
+    res_a: int = 0                # residual blocks in the analysis (0: the resumed or initial weights')
+    res_s: int = 0                # residual blocks in the synthesis (likewise)
     lambdas: tuple[float, ...] | None = None  # levels (None: the resumed run's, else the initial weights')
     crop: int = 128
     batch: int = 16
@@ -358,7 +360,7 @@ class WeightAverage:
 # The parameters only the encoder uses: the analysis, the hyper-analysis and the gains applied
 # before quantization. Everything else (synthesis, hyper-synthesis, densities, context and
 # group networks, inverse gains) is what a decoder needs.
-ENCODER_PREFIXES = ("g_a.", "h_a.")
+ENCODER_PREFIXES = ("g_a.", "g_a_res.", "h_a.")
 ENCODER_KEYS = ("log_gain",)
 
 
@@ -511,6 +513,46 @@ def _widths(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
     return hidden_widths(state) + (context_widths(state) or ())
 
 
+def _res_blocks(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
+    """The residual blocks of the run (``res_a`` / ``res_s`` config keys, when not 0): those of
+    the resumed run, else ``--res-a`` / ``--res-s`` or those of the initial weights. A fresh run
+    may add blocks to its initial weights (:func:`load_adding_blocks`), not remove them."""
+    out = {}
+    for key, asked in (("res_a", cfg.res_a), ("res_s", cfg.res_s)):
+        if resumed:
+            have = int(resumed.get(key, 0))
+            if asked and asked != have:
+                raise ValueError(f"a resumed run keeps its residual blocks ({key} {have}): add "
+                                 "blocks in a new run started with --init-from")
+        else:
+            start = residual_blocks(init, "g_a_res" if key == "res_a" else "g_s_res") if init else 0
+            if asked and asked < start:
+                raise ValueError(f"the initial weights have {start} residual blocks ({key}); "
+                                 f"a run can add blocks, not remove them")
+            have = asked or start
+        if have:
+            out[key] = have
+    return out
+
+
+def residual_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many residual blocks a state dict has under ``prefix`` (``g_a_res`` / ``g_s_res``)."""
+    return len({k.split(".")[1] for k in state if k.startswith(prefix + ".")})
+
+
+def load_adding_blocks(model: torch.nn.Module, init: dict[str, torch.Tensor]) -> int:
+    """Load ``init`` into ``model``, which may have residual blocks that ``init`` lacks: those
+    keep their initialization, the identity. Returns how many blocks were added; any other
+    missing or unexpected tensor is an error, as in ``load_state_dict``."""
+    missing = [k for k in model.state_dict() if k not in init]
+    if any(not k.startswith(("g_a_res.", "g_s_res.")) for k in missing):
+        model.load_state_dict(init)  # raises, naming what does not fit
+    result = model.load_state_dict(init, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"the initial weights have tensors the model has not: {result.unexpected_keys[:4]}")
+    return len({".".join(k.split(".")[:2]) for k in result.missing_keys})
+
+
 def _same_levels(a, b) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(abs(x), abs(y)) for x, y in zip(a, b))
 
@@ -585,6 +627,7 @@ def train(cfg: TrainConfig) -> Path:
             hyper = list(widths)
     if hyper and tuple(hyper) != default_hyper_hidden(latent):
         arch["hyper_hidden"] = list(hyper)
+    arch.update(_res_blocks(cfg, resumed, init))
     if cfg.family in ("context", "grouped"):
         arch.update(_context_arch(resumed, init))
         for key, width in (("context_channels", cfg.context_channels), ("hidden", cfg.context_hidden)):
@@ -629,8 +672,9 @@ def train(cfg: TrainConfig) -> Path:
             print(f"initialized from {cfg.init_from}; the context networks start as none "
                   "(their last layer at zero)", flush=True)
         else:
-            model.load_state_dict(init)
-            print(f"initialized from {cfg.init_from}", flush=True)
+            added = load_adding_blocks(model, init)
+            print(f"initialized from {cfg.init_from}"
+                  + (f"; {added} residual blocks added as identities" if added else ""), flush=True)
     if ck is None and cfg.adam_from:
         from .adam_state import carry_adam_moments
         saved = torch.load(cfg.adam_from, map_location="cpu", weights_only=True)
