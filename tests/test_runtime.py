@@ -144,8 +144,10 @@ def test_numpy_transforms_refuse_weights_of_another_shape():
     arrays = {k: v.numpy() for k, v in build_model("hyperprior", N=8, M=12, res_s=1).state_dict().items()}
     with pytest.raises(ValueError, match="missing 'g_s_res.3.body.0.weight'"):
         HyperpriorTransforms(arrays, N=8, M=12, res_s=2)
-    with pytest.raises(ValueError, match="res_a and res_s"):
+    with pytest.raises(ValueError, match=r"res_a must be in 0\.\.3 and res_s in 0\.\.3, got 4"):
         HyperpriorTransforms(arrays, N=8, M=12, res_a=4)
+    with pytest.raises(ValueError, match=r"got 0 and -1"):
+        build_model("hyperprior", N=8, M=12, res_s=-1)
 
 
 def test_auto_device_without_an_nvidia_driver_does_not_consult_torch(monkeypatch):

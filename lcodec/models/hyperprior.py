@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.transforms import ANALYSIS_BLOCK_AFTER, SYNTHESIS_BLOCK_AFTER, between_levels
+from ..runtime.transforms import between_levels, block_positions
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
 from .layers import GDN, ResidualBlock, conv, deconv
 
@@ -36,9 +36,8 @@ def _run(layers: nn.Sequential, blocks: nn.ModuleDict, x: torch.Tensor) -> torch
     """``layers`` with each of ``blocks`` applied after the layer its key names."""
     for i, layer in enumerate(layers):
         x = layer(x)
-        block = blocks[str(i)] if str(i) in blocks else None
-        if block is not None:
-            x = block(x)
+        if str(i) in blocks:
+            x = blocks[str(i)](x)
     return x
 
 
@@ -78,8 +77,7 @@ class MeanScaleHyperprior(nn.Module):
                  Na: int | None = None, Ns: int | None = None,
                  hyper_hidden: tuple[int, int] | None = None, res_a: int = 0, res_s: int = 0):
         super().__init__()
-        if not (0 <= res_a <= 3 and 0 <= res_s <= 3):
-            raise ValueError(f"res_a and res_s must be in 0..3, got {res_a} and {res_s}")
+        blocks_a, blocks_s = block_positions(res_a, res_s)
         self.res_a, self.res_s = res_a, res_s
         self.N, self.M = N, M
         self.Na = Na = Na or N
@@ -92,8 +90,8 @@ class MeanScaleHyperprior(nn.Module):
             deconv(M, Ns), GDN(Ns, inverse=True), deconv(Ns, Ns), GDN(Ns, inverse=True),
             deconv(Ns, Ns), GDN(Ns, inverse=True), deconv(Ns, 3))
         # Residual blocks, keyed by the index of the g_a / g_s layer (a GDN) they follow.
-        self.g_a_res = nn.ModuleDict({str(i): ResidualBlock(Na) for i in ANALYSIS_BLOCK_AFTER[:res_a]})
-        self.g_s_res = nn.ModuleDict({str(i): ResidualBlock(Ns) for i in SYNTHESIS_BLOCK_AFTER[:res_s]})
+        self.g_a_res = nn.ModuleDict({str(i): ResidualBlock(Na) for i in blocks_a})
+        self.g_s_res = nn.ModuleDict({str(i): ResidualBlock(Ns) for i in blocks_s})
         self.h_a = nn.Sequential(
             conv(M, N, 3, 1), nn.LeakyReLU(inplace=True),
             conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))

@@ -22,6 +22,16 @@ from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
 ANALYSIS_BLOCK_AFTER = (5, 3, 1)
 SYNTHESIS_BLOCK_AFTER = (1, 3, 5)
 
+
+def block_positions(res_a: int, res_s: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The g_a and g_s layer indexes that ``res_a`` / ``res_s`` residual blocks follow.
+
+    Raises ``ValueError`` when a count is negative or above the positions there are."""
+    if not (0 <= res_a <= len(ANALYSIS_BLOCK_AFTER) and 0 <= res_s <= len(SYNTHESIS_BLOCK_AFTER)):
+        raise ValueError(f"res_a must be in 0..{len(ANALYSIS_BLOCK_AFTER)} and res_s in "
+                         f"0..{len(SYNTHESIS_BLOCK_AFTER)}, got {res_a} and {res_s}")
+    return ANALYSIS_BLOCK_AFTER[:res_a], SYNTHESIS_BLOCK_AFTER[:res_s]
+
 # Working memory of the transforms per pixel of a tile window: 320 bytes measured with 64
 # hidden channels (float32, with temporaries); it grows with the widest hidden layer (numpy
 # analysis of a 1280x1280 window: 219 bytes above the baseline at 64 channels, 434 at 128).
@@ -81,8 +91,7 @@ class HyperpriorTransforms:
     def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
                  Ns: int | None = None, res_a: int = 0, res_s: int = 0, **_other) -> None:
         Na, Ns = Na or N, Ns or N
-        if not (0 <= res_a <= 3 and 0 <= res_s <= 3):
-            raise ValueError(f"res_a and res_s must be in 0..3, got {res_a} and {res_s}")
+        blocks_a, blocks_s = block_positions(res_a, res_s)
         self.N, self.M, self.Na, self.Ns = N, M, Na, Ns
         self._arrays = arrays
 
@@ -115,8 +124,8 @@ class HyperpriorTransforms:
             return {i: conv_layers(f"{prefix}.{i}.body", [(0, (c, c, 3)), (2, (c, c, 3))], False)
                     for i in after}
 
-        self.g_a_res = res_blocks("g_a_res", ANALYSIS_BLOCK_AFTER[:res_a], Na)
-        self.g_s_res = res_blocks("g_s_res", SYNTHESIS_BLOCK_AFTER[:res_s], Ns)
+        self.g_a_res = res_blocks("g_a_res", blocks_a, Na)
+        self.g_s_res = res_blocks("g_s_res", blocks_s, Ns)
         self.h_a = conv_layers("h_a", [(0, (M, N, 3)), (2, (N, N, 5)), (4, (N, N, 5))], False)
         lambdas = np.asarray(arrays.get("lambdas", np.zeros(0)))
         levels = len(lambdas)

@@ -518,14 +518,14 @@ def _res_blocks(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
     the resumed run, else ``--res-a`` / ``--res-s`` or those of the initial weights. A fresh run
     may add blocks to its initial weights (:func:`load_adding_blocks`), not remove them."""
     out = {}
-    for key, asked in (("res_a", cfg.res_a), ("res_s", cfg.res_s)):
+    for key, asked, prefix in (("res_a", cfg.res_a, "g_a_res"), ("res_s", cfg.res_s, "g_s_res")):
         if resumed:
             have = int(resumed.get(key, 0))
             if asked and asked != have:
                 raise ValueError(f"a resumed run keeps its residual blocks ({key} {have}): add "
                                  "blocks in a new run started with --init-from")
         else:
-            start = residual_blocks(init, "g_a_res" if key == "res_a" else "g_s_res") if init else 0
+            start = residual_blocks(init, prefix) if init else 0
             if asked and asked < start:
                 raise ValueError(f"the initial weights have {start} residual blocks ({key}); "
                                  f"a run can add blocks, not remove them")
