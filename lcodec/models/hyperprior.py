@@ -24,7 +24,8 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.transforms import between_levels, block_positions
+from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, SYNTHESIS_BLOCK_AFTER, between_levels,
+                                  block_positions)
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
 from .layers import GDN, ResidualBlock, conv, deconv
 

@@ -18,7 +18,7 @@ import numpy as np
 from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
 
 # Where residual blocks go: after these layers of g_a / g_s (their GDNs, ``2 * i + 1`` for the
-# i-th), deepest first (lcodec.models.hyperprior imports them from here).
+# i-th), deepest first (lcodec.models.hyperprior re-exports them for the training CLI's limits).
 ANALYSIS_BLOCK_AFTER = (5, 3, 1)
 SYNTHESIS_BLOCK_AFTER = (1, 3, 5)
 

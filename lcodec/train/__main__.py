@@ -6,6 +6,7 @@ import click
 from .context import ContextTrainConfig, train_context
 from .grouped import GroupedTrainConfig, train_grouped
 from ..models import DEFAULT_LAMBDAS
+from ..models.hyperprior import ANALYSIS_BLOCK_AFTER, SYNTHESIS_BLOCK_AFTER
 from .loop import TrainConfig, train
 
 
@@ -54,12 +55,12 @@ COUNT_TABLES_ON = click.option(
                    "checkpoint resumed or the weights started from, else --N). Starting from "
                    "narrower weights widens them losslessly.")
 @click.option("--res-a", "res_a", default=TrainConfig.res_a, show_default=True,
-              type=click.IntRange(0, 3),
+              type=click.IntRange(0, len(ANALYSIS_BLOCK_AFTER)),
               help="Residual blocks in the analysis transform, after its GDN layers from the "
                    "deepest outward (0: those of the checkpoint resumed or the weights started "
                    "from). Blocks added to trained weights start as identities.")
 @click.option("--res-s", "res_s", default=TrainConfig.res_s, show_default=True,
-              type=click.IntRange(0, 3),
+              type=click.IntRange(0, len(SYNTHESIS_BLOCK_AFTER)),
               help="Residual blocks in the synthesis transform (the decoder), after its inverse "
                    "GDN layers from the deepest outward; as --res-a.")
 @click.option("--lambdas", default=None,
