@@ -457,5 +457,7 @@ def test_init_from_names_an_older_shipped_version():
     with pytest.raises(WeightsError, match="grouped v999 are not installed"):
         find_spec("grouped:v999")
     start, older = load_weights_state("grouped"), load_weights_state("grouped:v5")
-    assert start.keys() == older.keys()
-    assert any(not torch.equal(start[k], older[k]) for k in start)
+    assert start["g_a.0.weight"].shape == older["g_a.0.weight"].shape
+    # newer versions may add layers (v13: the analysis' residual blocks), never drop v5's
+    assert older.keys() <= start.keys()
+    assert any(not torch.equal(start[k], older[k]) for k in older)
