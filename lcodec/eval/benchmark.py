@@ -96,7 +96,7 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
-def speed(kodak: Path, work: Path, quality: float = 4.0, models: list | None = None) -> dict:
+def speed(kodak: Path, work: Path, quality: float = 4.0) -> dict:
     """Median in-process seconds per Kodak image of each model, whole-command seconds and
     peak RSS of the default model.
 
@@ -105,7 +105,7 @@ def speed(kodak: Path, work: Path, quality: float = 4.0, models: list | None = N
     """
     from ..api import Codec
 
-    models = models or installed_models()
+    models = installed_models()
     codecs = {e.name: Codec("cpu", model=e.name) for e in models}
     files = list_images(kodak)
     enc: dict[str, list[float]] = {e.name: [] for e in models}
