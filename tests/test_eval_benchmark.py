@@ -95,6 +95,8 @@ def test_speed_markdown_two_models_and_the_ratio_lines():
     assert "context decode time / hyperprior decode time: 1.25x (target <= 1.5x)" in text
     assert "context encode time / hyperprior encode time: 1.30x" in text
     assert "`lcodec encode` command (default model, hyperprior v1), kodim01.png" in text
+    assert "a Python process of their own" not in text
+    assert "a Python process of their own" in benchmark.speed_markdown({**_speed(models), "fresh_process": True})
 
 
 def test_speed_markdown_one_model_and_an_old_speed_json():

@@ -182,7 +182,7 @@ def speed_in_fresh_process(kodak: Path, work: Path) -> dict:
             "print(json.dumps(speed(Path(sys.argv[1]), Path(sys.argv[2]))))")
     out = subprocess.run([sys.executable, "-c", code, str(kodak), str(work)], check=True,
                          stdout=subprocess.PIPE, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return {**json.loads(out.strip().splitlines()[-1]), "fresh_process": True}
 
 
 def classical_results(kodak: Path, bench: Path, jobs: int, refresh: bool) -> tuple[list, dict, dict]:
@@ -394,8 +394,12 @@ def speed_markdown(s: dict) -> str:
     shows its single model)."""
     models = s.get("models") or {s.get("model"): {
         k: s[k] for k in ("encode_s", "decode_s", "encode_mp_per_s", "decode_mp_per_s")}}
-    lines = [f"## Speed and memory (Kodak, quality {s['quality']:g})", "",
-             "| measure | value |", "| --- | --- |"]
+    lines = [f"## Speed and memory (Kodak, quality {s['quality']:g})", ""]
+    if s.get("fresh_process"):
+        lines += ["Timed in a Python process of their own, started after the rate-distortion part: "
+                  "per image a warm-up encode, then a timed encode and a timed decode of each model "
+                  "in turn (median over the images).", ""]
+    lines += ["| measure | value |", "| --- | --- |"]
     for name, m in models.items():
         label = (f"lcodec-{name}" if name else "lcodec") + (f" ({m['label']})" if m.get("label") else "")
         lines += [
