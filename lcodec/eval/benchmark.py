@@ -8,9 +8,10 @@ Every installed lcodec model family is measured (its newest version, as ``lcodec
    and plots), against JPEG, the hyperprior model, WebP and AVIF. Per-image records are
    cached (``bench/classical.json``, ``bench/lcodec-models.json``) and re-used while nothing
    that decides them has changed, so a new set of weights costs only its own sweep.
-2. Speed: in-process encode/decode seconds per image of each model (loaded), with the ratio
-   of each model's times to the hyperprior's, and whole ``lcodec`` commands with the default
-   model (process start, torch import and weights load included), with peak RSS.
+2. Speed, timed in a Python process of its own: encode/decode seconds per image of each model
+   (loaded), with the ratio of each model's times to the hyperprior's, and whole ``lcodec``
+   commands with the default model (process start, torch import and weights load included),
+   with peak RSS.
 3. Large images and tiling (:mod:`lcodec.eval.scaling`).
 """
 from __future__ import annotations
