@@ -9,6 +9,7 @@ import torch
 
 from lcodec.api import Codec
 from lcodec.train.context import ContextTrainConfig, train_context
+from lcodec.train.data import weights_fingerprint
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
 from lcodec.models import DEFAULT_LAMBDAS, build_model
@@ -556,6 +557,35 @@ def test_training_keeps_the_checkpoint_with_the_best_held_out_bd_rate(photos, tm
                              threads="1", compile="off", init_from=str(run / "best.pt")))
     started = torch.load(ckpt, weights_only=True)["model"]
     assert all(torch.equal(started[k], best["model"][k]) for k in best["model"])
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_dict():
+    weights = {"a.weight": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4, dtype=torch.bfloat16)}
+    same = {k: v.clone() for k, v in reversed(weights.items())}
+    assert weights_fingerprint(weights) == weights_fingerprint(same) < 2 ** 31
+    same["b"][2] = 2.0
+    assert weights_fingerprint(weights) != weights_fingerprint(same)
+
+
+def test_a_run_from_trained_weights_draws_other_crops_than_the_run_that_made_them(photos, tmp_path):
+    """A new folder started from weights adds their fingerprint to its data seed: runs chained
+    by --init-from do not replay one another's crops, the same start draws the same crops, and
+    a resumed folder goes on from its step."""
+    def data_seeds(name):
+        ck = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        return [run["data_seed"] for run in json.loads(ck["state_json"])["runs"]]
+
+    cfg = dict(data=str(photos), crop=64, batch=1, threads="1", compile="off", seed=3,
+               minutes=5.0, max_steps=1)
+    train(TrainConfig(**{**cfg, "minutes": 0.0}, run_dir=str(tmp_path / "scratch")))
+    assert data_seeds("scratch") == [3]  # from scratch: the seed and the step, as before
+    train(TrainConfig(**cfg, run_dir=str(tmp_path / "a"), init_from="hyperprior"))
+    for name in ("b", "c"):
+        train(TrainConfig(**cfg, run_dir=str(tmp_path / name), init_from=str(tmp_path / "a" / "best.pt")))
+    (a,), (b,), (c,) = data_seeds("a"), data_seeds("b"), data_seeds("c")
+    assert b == c and len({3, a, b}) == 3
+    train(TrainConfig(**{**cfg, "max_steps": 2}, run_dir=str(tmp_path / "b")))
+    assert data_seeds("b") == [b, b + 1]
 
 
 def test_weight_average_follows_the_iterates_and_is_what_best_pt_holds(photos, tmp_path):

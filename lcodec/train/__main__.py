@@ -122,7 +122,11 @@ COUNT_TABLES_ON = click.option(
 @click.option("--ema", default=TrainConfig.ema, show_default=True, type=float,
               help="Keep an exponential moving average of the weights with this decay (e.g. "
                    "0.999; 0: off); validation, best.pt and --export then use the average.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seeds new layers and the data: crops, quality levels and noise are drawn with "
+                   "seed + step, plus, in a new folder started with --init-from, a fingerprint of "
+                   "the starting weights, so that a run does not replay the crops of the run that "
+                   "made its weights. Each run records its data seed in its checkpoint.")
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest: the "
                    "run's best.pt (best held-out BD-rate) when there is one, else its last state.")

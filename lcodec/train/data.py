@@ -1,6 +1,7 @@
 """Training data: photos held in memory as uint8 arrays and sampled as random crops."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,21 @@ class CropSampler:
             out[i] = patch
         x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
         return x.contiguous(memory_format=torch.channels_last)
+
+
+def weights_fingerprint(weights: dict[str, torch.Tensor]) -> int:
+    """A number below 2**31 taken from a SHA-256 of ``weights``' tensor names and bytes: the
+    same weights give the same number, other weights almost surely another. A run started from
+    trained weights adds it to its data seed, so that it does not draw the crops, in the same
+    order, that the run which made those weights drew from its own step 0."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name]
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(digest.digest()[:4], "big") >> 1
 
 
 def center_crops(images: list[np.ndarray], size: int) -> list[torch.Tensor]:
