@@ -358,6 +358,29 @@ def test_train_grouped_continues_grouped_weights_and_widens_them(photos, tmp_pat
     assert json.loads(saved["state_json"])["init_from"] == str(first)
 
 
+
+def test_train_grouped_runs_chained_by_init_from_draw_other_crops(photos, tmp_path):
+    """The trainers on frozen latents seed their draws as `lcodec train` does: the same start
+    draws the same, a run from another run's weights draws otherwise, a resume goes on."""
+    def data_seeds(ckpt):
+        return [r["data_seed"] for r in json.loads(torch.load(ckpt, weights_only=True)["state_json"])["runs"]]
+
+    before = torch.get_num_threads()
+    common = dict(data=str(photos), crop=128, batch=2, threads=1, validate_every=1000, seed=5)
+    try:
+        first = train_grouped(GroupedTrainConfig(init_from="context", run_dir=str(tmp_path / "a"),
+                                                 minutes=0.02, **common))
+        b, c = (train_grouped(GroupedTrainConfig(init_from=str(first), run_dir=str(tmp_path / name),
+                                                 minutes=0.0, **common)) for name in "bc")
+        assert data_seeds(b) == data_seeds(c) and data_seeds(b)[0] != data_seeds(first)[0]
+        train_grouped(GroupedTrainConfig(init_from=str(first), run_dir=str(tmp_path / "a"),
+                                         minutes=0.0, **common))  # resumes a
+    finally:
+        torch.set_num_threads(before)
+    state = json.loads(torch.load(first, weights_only=True)["state_json"])
+    (s0, s1), steps = data_seeds(first), state["runs"][1]["start_step"]
+    assert steps > 0 and s1 == s0 + steps
+
 def test_grouped_model_trains_end_to_end_with_a_context_runs_adam_state(photos, tmp_path, capsys):
     before = torch.get_num_threads()
     try:

@@ -25,6 +25,12 @@ COUNT_TABLES_ON = click.option(
     help="With --export: count the exported y tables and per-level z tables on the training "
          "photos in this folder (~25 CPU-minutes for ../shared/data/train).")
 
+# Every command's --seed (lcodec.train.data.data_seed).
+SEED_HELP = ("Seeds new layers and the data: crops, quality levels and noise are drawn with seed + "
+             "step, plus, in a new folder started from trained weights, a fingerprint of them, so "
+             "that a run does not replay the draws of the run that made its weights. Each run "
+             "records its data seed in its checkpoint.")
+
 
 @click.command("train")
 @click.option("--data", default=TrainConfig.data, show_default=True, help="Folder of training photos.")
@@ -122,11 +128,7 @@ COUNT_TABLES_ON = click.option(
 @click.option("--ema", default=TrainConfig.ema, show_default=True, type=float,
               help="Keep an exponential moving average of the weights with this decay (e.g. "
                    "0.999; 0: off); validation, best.pt and --export then use the average.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seeds new layers and the data: crops, quality levels and noise are drawn with "
-                   "seed + step, plus, in a new folder started with --init-from, a fingerprint of "
-                   "the starting weights, so that a run does not replay the crops of the run that "
-                   "made its weights. Each run records its data seed in its checkpoint.")
+@click.option("--seed", default=0, show_default=True, type=int, help=SEED_HELP)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest: the "
                    "run's best.pt (best held-out BD-rate) when there is one, else its last state.")
@@ -170,7 +172,7 @@ C = ContextTrainConfig
 @click.option("--context-channels", default=C.context_channels, show_default=True, type=int)
 @click.option("--hidden", default=C.hidden, show_default=True, type=int)
 @click.option("--threads", default=C.threads, show_default=True, type=int)
-@click.option("--seed", default=C.seed, show_default=True, type=int)
+@click.option("--seed", default=C.seed, show_default=True, type=int, help=SEED_HELP)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest.")
 @COUNT_TABLES_ON
@@ -224,7 +226,7 @@ def _parse_groups(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
                    "grouped start's own (more widens them the same way).")
 @click.option("--validate-every", default=G.validate_every, show_default=True, type=int)
 @click.option("--threads", default=G.threads, show_default=True, type=int)
-@click.option("--seed", default=G.seed, show_default=True, type=int)
+@click.option("--seed", default=G.seed, show_default=True, type=int, help=SEED_HELP)
 @click.option("--export", "export_name", default=None,
               help="After training, export weights/<NAME>.pt and record it in the manifest.")
 @click.option("--export-base", default="context", show_default=True,

@@ -24,7 +24,7 @@ from ..models import build_model
 from ..models.context import CONTEXT_PREFIXES, anchor_mask
 from ..models.hyperprior import default_hyper_hidden
 from ..models.entropy_models import SCALE_BOUND, gaussian_likelihood
-from .data import list_images, split_holdout
+from .data import list_images, split_holdout, weights_fingerprint
 from .levels import lambdas_of
 from .latent_loop import LoopSettings, photo_latents, run_on_latents
 from .loop import keep_freed_memory, resume
@@ -133,9 +133,11 @@ def train_context(cfg: ContextTrainConfig) -> Path:
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
-    state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [],
+    fresh = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [],
              "init_from": cfg.init_from, "context_from": cfg.context_from}
-    state = resume(ckpt_path, model, opt) or state
+    # a new folder offsets its draws by the fingerprint of the weights it starts from
+    state = (resume(ckpt_path, model, opt)
+             or dict(fresh, data_offset=weights_fingerprint(model.state_dict())))
     model.eval()  # no dropout or batch statistics; eval only freezes nothing else
 
     train_paths, held_paths = split_holdout(list_images(Path(cfg.data)))

@@ -70,6 +70,15 @@ def weights_fingerprint(weights: dict[str, torch.Tensor]) -> int:
     return int.from_bytes(digest.digest()[:4], "big") >> 1
 
 
+def data_seed(seed: int, state: dict) -> int:
+    """The seed of a run's crop, quality-level and noise draws: ``seed`` + the folder's
+    ``data_offset`` + its step. A new folder started from trained weights stores their
+    :func:`weights_fingerprint` as ``data_offset`` (0 when absent: a run from scratch, or a
+    folder older than the offset), so it does not replay the draws of the run that made them;
+    a resumed folder keeps its offset and goes on from its step."""
+    return seed + state.get("data_offset", 0) + state["step"]
+
+
 def center_crops(images: list[np.ndarray], size: int) -> list[torch.Tensor]:
     """Centre crops (at most ``size`` wide and high, multiple of 64) for validation."""
     crops = []

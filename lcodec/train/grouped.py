@@ -30,7 +30,7 @@ from ..models import build_model
 from ..models.entropy_models import gaussian_likelihood
 from ..models.grouped_context import GROUP_PREFIXES
 from .latent_loop import LoopSettings, photo_latents, run_on_latents
-from .data import list_images, split_holdout
+from .data import list_images, split_holdout, weights_fingerprint
 from .loop import keep_freed_memory, load_weights, resume
 
 
@@ -175,8 +175,10 @@ def train_grouped(cfg: GroupedTrainConfig) -> Path:
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
-    state = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [], "init_from": cfg.init_from}
-    state = resume(ckpt_path, model, opt, ck) or state
+    fresh = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "runs": [], "init_from": cfg.init_from}
+    # a new folder offsets its draws by the fingerprint of the weights it starts from
+    state = (resume(ckpt_path, model, opt, ck)
+             or dict(fresh, data_offset=weights_fingerprint(model.state_dict())))
     model.eval()
     if latents is None:
         latents, held = photo_latents(model, train_paths), photo_latents(model, held_paths)

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .data import load_rgb
+from .data import data_seed, load_rgb
 
 # step(latents, levels, noise) -> (loss, numbers to sum until the next log line)
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -86,9 +86,10 @@ def run_on_latents(model: torch.nn.Module, opt: torch.optim.Optimizer, state: di
     logged like the others; its numbers are also stored as the run's ``final_val``."""
     ckpt_path = run_dir / "checkpoint.pt"
     weights = torch.tensor([float(l.shape[1] * l.shape[2]) for l in latents])
-    gen = torch.Generator().manual_seed(settings.seed + state["step"])
+    seed = data_seed(settings.seed, state)
+    gen = torch.Generator().manual_seed(seed)
     run_record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_step": state["step"],
-                  "config": run_config}
+                  "data_seed": seed, "config": run_config}
     state["runs"].append(run_record)
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))

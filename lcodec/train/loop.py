@@ -27,7 +27,7 @@ import torch
 from ..models import DEFAULT_LAMBDAS, build_model
 from ..models.entropy_models import SCALE_BOUND
 from ..models.hyperprior import default_hyper_hidden
-from .data import CropSampler, center_crops, list_images, load_rgb, split_holdout, weights_fingerprint
+from .data import CropSampler, center_crops, data_seed, list_images, load_rgb, split_holdout, weights_fingerprint
 from .levels import GAIN_KEYS, lambdas_of
 from .widen import context_widths, hidden_widths, hyper_widths, latent_width
 
@@ -696,17 +696,17 @@ def train(cfg: TrainConfig) -> Path:
     train_paths, held_paths = split_holdout(paths)
     if init is not None:  # a new folder started from trained weights: not the crops they saw
         state["data_offset"] = weights_fingerprint(init)
-    data_seed = cfg.seed + state.get("data_offset", 0) + state["step"]
-    sampler = CropSampler([load_rgb(p) for p in train_paths], cfg.crop, seed=data_seed)
+    seed = data_seed(cfg.seed, state)
+    sampler = CropSampler([load_rgb(p) for p in train_paths], cfg.crop, seed=seed)
     val_crops = center_crops([load_rgb(p) for p in held_paths], 256)
     val_jpeg = jpeg_points(val_crops)
     lambdas = model.lambdas
-    gen = torch.Generator().manual_seed(data_seed)
+    gen = torch.Generator().manual_seed(seed)
     # On a GPU the host threads only sample crops: no thread count to tune.
     tuner = ThreadTuner("1" if device.type != "cpu" and cfg.threads == "auto" else cfg.threads)
     log = (run_dir / "log.jsonl").open("a")
     run_record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_step": state["step"],
-                  "data_seed": data_seed,
+                  "data_seed": seed,
                   "config": {k: v for k, v in asdict(cfg).items() if k != "extra"}}
     state["runs"].append(run_record)
 
