@@ -119,6 +119,27 @@ def test_convolution_at_positions_is_the_full_convolution_there(monkeypatch):
     assert np.array_equal(conv3x3_at(x, w, b, positions), conv2d(x, w, b, 1, 1)[positions])
 
 
+
+def test_convolution_at_positions_leaves_out_only_the_channels_its_taps_see_as_zero():
+    """A group pass's inputs as decoding leaves them: at the pass's checkerboard colour the
+    first ``own`` channels, at the other colour the first ``other``; the taps that look
+    there multiply only those, and the result is the full convolution's, to the integer."""
+    gen = np.random.default_rng(1)
+    h, w_, c, own, other = 8, 10, 6, 2, 5
+    x = np.floor(gen.normal(size=(h, w_, c)) * 2 ** 12)
+    colour = anchor_mask(h, w_).numpy()
+    x[colour, own:] = 0
+    x[~colour, other:] = 0
+    w = np.floor(gen.normal(size=(4, c, 3, 3)) * 2 ** 10)
+    b = np.floor(gen.normal(size=4) * 2 ** 20)
+    taps = [[own if (u + v) % 2 == 0 else other for v in range(3)] for u in range(3)]
+    full = conv2d(x, w, b, 1, 1)[colour]
+    assert np.array_equal(conv3x3_at(x, w, b, colour, taps), full)
+    assert np.array_equal(conv3x3_at(x, w, b, colour, [[0] * 3] * 3), np.broadcast_to(b, full.shape))
+    x[1, 1, other] = 7.0  # a channel the taps say is zero is not multiplied: the claim matters
+    assert np.array_equal(conv3x3_at(x, w, b, colour, taps), full)
+    assert not np.array_equal(conv2d(x, w, b, 1, 1)[colour], full)
+
 def test_zero_group_networks_code_as_the_context_model(tmp_path, monkeypatch):
     model, entry, config = _grouped_model(0.0, seed=2)
     _install(model, entry, config, tmp_path)

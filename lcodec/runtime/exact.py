@@ -209,20 +209,31 @@ def floored_input(raw: np.ndarray, scale_floor: float | None) -> np.ndarray:
 PATCH_BLOCK = 2048  # positions per block of conv3x3_at (a 192-channel block: 27 MiB of patches)
 
 
-def conv3x3_at(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def conv3x3_at(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, positions: np.ndarray,
+               tap_channels=None) -> np.ndarray:
     """A 3x3 convolution (stride 1, zero padding 1) of ``x`` (``(H, W, Cin)``) with a
     torch-layout ``weight`` (``(Cout, Cin, 3, 3)``), evaluated only at ``positions`` (boolean
     ``(H, W)``); returns ``(n, Cout)`` in C-order of the positions. Exact for integer inputs,
-    as :func:`lcodec.runtime.ops.conv2d`."""
+    as :func:`lcodec.runtime.ops.conv2d`.
+
+    ``tap_channels`` (3 x 3 counts, row-major taps; default: all ``Cin`` everywhere) says that,
+    seen through tap ``(u, v)``, only the first ``tap_channels[u][v]`` channels of ``x`` can be
+    nonzero: the other products are zero and are left out, which changes no integer."""
     cout, cin = weight.shape[:2]
+    counts = np.full((3, 3), cin) if tap_channels is None else np.minimum(np.asarray(tap_channels), cin)
+    taps = [(u, v, int(counts[u, v])) for u in range(3) for v in range(3) if counts[u, v] > 0]
     rows, cols = np.nonzero(positions)
-    padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    wmat = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(9 * cin, cout), dtype=x.dtype)
     out = np.empty((len(rows), cout))
+    if not taps:
+        out[:] = bias
+        return out
+    padded = np.pad(x[:, :, :max(n for _, _, n in taps)], ((1, 1), (1, 1), (0, 0)))
+    wmat = np.concatenate([weight[:, :n, u, v].T for u, v, n in taps]).astype(x.dtype)
     for start in range(0, len(rows), PATCH_BLOCK):  # bounds the patch matrix's memory
         r, c = rows[start:start + PATCH_BLOCK], cols[start:start + PATCH_BLOCK]
-        patches = np.stack([padded[r + di, c + dj] for di in range(3) for dj in range(3)], axis=1)
-        out[start:start + len(r)] = patches.reshape(len(r), 9 * cin) @ wmat + bias
+        patches = np.concatenate([padded[r + u, c + v, :n] for u, v, n in taps], axis=1)
+        np.matmul(patches, wmat, out=out[start:start + len(r)])
+        out[start:start + len(r)] += bias
     return out
 
 
@@ -232,8 +243,8 @@ class ExactGroupPass:
     ``pred`` (one 3x3 convolution, stride 1, padding 1) runs on the fixed-point decoded
     latents; its accumulator is rescaled to activations without a nonlinearity and
     concatenated after the (floored) base parameters; the 1x1 ``merge`` layers give the
-    correction. The convolution is evaluated at the pass's positions only, and input channels
-    that are still all zero (``inputs`` < M) are left out of it: the same integers, less work.
+    correction. The convolution is evaluated at the pass's positions only, and of the input
+    channels only those already decoded where each tap looks: the same integers, less work.
     """
 
     def __init__(self, tensors: dict, prefix: str) -> None:
@@ -245,12 +256,15 @@ class ExactGroupPass:
         if transposed or stride != 1 or pad != 1 or self.w.shape[2:] != (3, 3):
             raise ValueError(f"{prefix}.pred must be a 3x3 convolution with padding 1")
 
-    def __call__(self, decoded_hwc: np.ndarray, inputs: int, positions: np.ndarray,
+    def __call__(self, decoded_hwc: np.ndarray, own: int, other: int, positions: np.ndarray,
                  base_in: np.ndarray) -> np.ndarray:
-        """Correction ``(n, 2 * group size)`` at the ``positions`` (boolean ``(h, w)``, C-order)
-        from ``decoded_hwc`` (fixed-point ``(h, w, M)``, its first ``inputs`` channels nonzero)
-        and ``base_in`` (``(n, 2M)``, float64)."""
-        acc = conv3x3_at(decoded_hwc[:, :, :inputs], self.w[:, :inputs], self.b, positions)
+        """Correction ``(n, 2 * group size)`` at the ``positions`` (boolean ``(h, w)``, C-order:
+        one colour of the checkerboard) from ``decoded_hwc`` (fixed-point ``(h, w, M)``) and
+        ``base_in`` (``(n, 2M)``, float64). ``decoded_hwc`` may be nonzero only in its first
+        ``own`` channels at positions of the pass's colour and its first ``other`` channels at
+        the other colour's (the four orthogonal taps see the other colour)."""
+        taps = [[own if (u + v) % 2 == 0 else other for v in range(3)] for u in range(3)]
+        acc = conv3x3_at(decoded_hwc, self.w, self.b, positions, taps)
         ctx = np.clip(np.floor(acc * 2.0 ** (ACT_FRAC_BITS - self.acc_bits)), -ACT_LIMIT, ACT_LIMIT)
         merged_in = np.concatenate([to_fixed(base_in), ctx], axis=1)[:, None, :]
         return self.merge.run(merged_in, activate_last=False)[:, 0, :]
@@ -298,6 +312,8 @@ class ExactGroupedContext:
         if g == 0:
             return raw
         net = (self.anchor_nets if anchors else self.nonanchor_nets)[g - 1]
-        inputs = lo if anchors else m  # anchor passes see the earlier groups only
-        correction = net(_hwc(to_fixed(decoded)), inputs, positions, floored_input(base, self.scale_floor))
+        # decoded so far: the earlier groups at the pass's own colour; every channel at the
+        # anchors in a non-anchor pass, nothing at the non-anchors in an anchor pass
+        correction = net(_hwc(to_fixed(decoded[:, :lo if anchors else m])), lo, 0 if anchors else m,
+                         positions, floored_input(base, self.scale_floor))
         return exact_sum(raw, correction)
