@@ -1060,6 +1060,36 @@ def test_train_widens_a_context_model_carries_its_adam_state_and_codes_with_it(p
                           adam_from=str(tmp_path / "a" / "best.pt")))
 
 
+
+def test_adam_moments_carry_by_name_into_a_run_that_adds_residual_blocks(photos, tmp_path, capsys):
+    """Blocks added with --res-a / --res-s sit between the parameters of the run Adam's state
+    comes from: each saved moment goes to the parameter of its name, the blocks start fresh."""
+    from lcodec.train.adam_state import saved_parameter_names
+
+    cfg = dict(data=str(photos), crop=64, batch=2, threads="1", compile="off", gain_lr_mult=10.0, N=8)
+    first = train(TrainConfig(**cfg, M=8, run_dir=str(tmp_path / "a"), minutes=5.0, max_steps=2))
+    capsys.readouterr()
+    ckpt = train(TrainConfig(**cfg, run_dir=str(tmp_path / "b"), minutes=0.0, res_a=1, res_s=1,
+                             init_from=str(first), adam_from=str(first)))
+    assert "residual blocks added" in capsys.readouterr().out
+    parent, child = torch.load(first, weights_only=True), torch.load(ckpt, weights_only=True)
+
+    def moments(ck):
+        opt = ck["optimizer"]
+        return {name: opt["state"].get(i) for group, names in zip(opt["param_groups"], saved_parameter_names(ck))
+                for i, name in zip(group["params"], names)}
+
+    old, new = moments(parent), moments(child)
+    assert set(new) - set(old) == {n for n in new if n.startswith(("g_a_res.", "g_s_res."))} != set()
+    for name, state in old.items():
+        assert torch.equal(new[name]["exp_avg"], state["exp_avg"]), name
+        assert torch.equal(new[name]["exp_avg_sq"], state["exp_avg_sq"]), name
+    assert all(new[n] is None for n in set(new) - set(old))  # fresh: Adam starts them at its step
+    # a run without a parameter the saved run trained cannot take its moments
+    with pytest.raises(ValueError, match="trains g_a_res.5.body.0.weight, which this run does not"):
+        train(TrainConfig(**cfg, run_dir=str(tmp_path / "c"), minutes=0.0, init_from=str(first),
+                          adam_from=str(ckpt)))
+
 def _exported_context_codes_a_photo(ckpt, folder, monkeypatch) -> None:
     """Export a context run's checkpoint into ``folder`` and code a photo with it."""
     export_checkpoint(ckpt, "context", folder=folder)

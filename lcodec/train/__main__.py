@@ -107,8 +107,10 @@ SEED_HELP = ("Seeds new layers and the data: crops, quality levels and noise are
                    "else 192); widened losslessly likewise.")
 @click.option("--adam-from", default=None,
               help="With --init-from: carry Adam's moments from this training checkpoint (e.g. "
-                   "the checkpoint.pt of the run the weights come from), widened with the model "
-                   "(lcodec/train/adam_state.py). Ignored when the run directory has a checkpoint.")
+                   "the checkpoint.pt of the run the weights come from), matched by parameter name and "
+                   "widened with the model; parameters it lacks (residual blocks added with "
+                   "--res-a / --res-s) start fresh (lcodec/train/adam_state.py). Ignored when the "
+                   "run directory has a checkpoint.")
 @click.option("--level-weighting", type=click.Choice(["none", "normalized", "sqrt"]),
               default=TrainConfig.level_weighting, show_default=True,
               help="'normalized' divides each quality level's loss by its running mean; 'sqrt' "

@@ -12,13 +12,19 @@ The entries of the new units start with a zero first moment and, as second momen
 their tensor's saved one: their first updates are then about as large as the old units' (a
 zero second moment would make Adam's first steps on them ~3x the learning rate), and grow as
 their own gradients accumulate.
+
+Parameters are matched by position, or, with the saved run's parameter names
+(:func:`saved_parameter_names`), by name: then a run may also have parameters the saved one
+had not, anywhere in its order (residual blocks added with ``--res-a`` / ``--res-s``), and
+those start with a fresh state.
 """
 from __future__ import annotations
 
 import torch
 
 
-def carry_adam_moments(saved: dict, opt: torch.optim.Optimizer, trailing_new: bool = False) -> int:
+def carry_adam_moments(saved: dict, opt: torch.optim.Optimizer, trailing_new: bool = False,
+                       names: tuple[list[list[str]], list[list[str]]] | None = None) -> int:
     """Load the Adam state dict ``saved`` (``optimizer.state_dict()`` of a run of the same
     model family) into ``opt``, whose parameters may be wider in any dimension.
 
@@ -26,10 +32,15 @@ def carry_adam_moments(saved: dict, opt: torch.optim.Optimizer, trailing_new: bo
     built the same way (the same family and ``--gain-lr-mult``). With ``trailing_new`` a group
     of ``opt`` may end with parameters the saved one has not (a ``grouped`` model's group
     networks after the ``context`` model's parameters): those start with a fresh state.
+    With ``names`` (the saved optimizer's parameter names and ``opt``'s, group by group, in
+    their order) parameters are matched by name within their group instead: every saved name
+    must be one of ``opt``'s, and ``opt``'s other parameters start with a fresh state.
     Returns how many parameters were widened. Raises ``ValueError`` if the groups differ in
-    size (beyond such new trailing parameters) or a saved moment does not fit the leading
-    block of its parameter.
+    size (beyond such new trailing parameters, or, by name, a saved parameter this run lacks)
+    or a saved moment does not fit the leading block of its parameter.
     """
+    if names is not None:
+        return _carry(saved, opt, _pairs_by_name(saved, opt, *names))
     sizes = [len(g["params"]) for g in saved["param_groups"]]
     ours = [len(g["params"]) for g in opt.param_groups]
     fits = len(sizes) == len(ours) and all(a == b or (trailing_new and a < b) for a, b in zip(sizes, ours))
@@ -37,9 +48,36 @@ def carry_adam_moments(saved: dict, opt: torch.optim.Optimizer, trailing_new: bo
         raise ValueError(f"the saved optimizer has parameter groups of {sizes} tensors, this run "
                          f"{ours}: start it with the family and --gain-lr-mult of the run it "
                          "carries Adam's state from")
-    widened = 0
     pairs = [(i, p) for saved_group, group in zip(saved["param_groups"], opt.param_groups)
              for i, p in zip(saved_group["params"], group["params"])]
+    return _carry(saved, opt, pairs)
+
+
+def _pairs_by_name(saved: dict, opt: torch.optim.Optimizer, saved_names: list[list[str]],
+                   our_names: list[list[str]]) -> list[tuple[int, torch.nn.Parameter]]:
+    """(saved index, parameter of ``opt``) for every saved parameter, matched by name."""
+    groups = saved["param_groups"]
+    if len(groups) != len(opt.param_groups) or len(saved_names) != len(groups) or len(our_names) != len(groups):
+        raise ValueError(f"the saved optimizer has {len(groups)} parameter groups, this run "
+                         f"{len(opt.param_groups)}: start it with the --gain-lr-mult of the run it "
+                         "carries Adam's state from")
+    pairs = []
+    for saved_group, names, group, ours in zip(groups, saved_names, opt.param_groups, our_names):
+        if len(names) != len(saved_group["params"]) or len(ours) != len(group["params"]):
+            raise ValueError("a list of parameter names does not match its optimizer group")
+        by_name = dict(zip(ours, group["params"]))
+        for index, name in zip(saved_group["params"], names):
+            if name not in by_name:
+                raise ValueError(f"the saved optimizer trains {name}, which this run does not "
+                                 "(or in another group): a run can add parameters, not drop them")
+            pairs.append((index, by_name[name]))
+    return pairs
+
+
+def _carry(saved: dict, opt: torch.optim.Optimizer, pairs: list[tuple[int, torch.nn.Parameter]]) -> int:
+    """Copy the saved state of each pair's index into its parameter (widened); return how many
+    were widened."""
+    widened = 0
     for index, param in pairs:
         state = saved["state"].get(index)
         if not state:
@@ -58,3 +96,34 @@ def carry_adam_moments(saved: dict, opt: torch.optim.Optimizer, trailing_new: bo
         opt.state[param] = {"step": state["step"].clone(), "exp_avg": m.clone(),
                             "exp_avg_sq": v.clone()}
     return widened
+
+
+def saved_parameter_names(checkpoint: dict) -> list[list[str]]:
+    """The names of the parameters a training checkpoint's optimizer holds, group by group in
+    its order: those of a model built from its ``config_json`` with its last run's
+    ``--train-only`` and its number of groups (two: the gains apart, ``--gain-lr-mult``).
+    Raises ``ValueError`` when that model's parameters do not have the saved moments' shapes
+    (a checkpoint this reconstruction does not describe)."""
+    import json
+
+    from ..models import build_model
+    from .loop import freeze_decoder, param_groups
+
+    config = json.loads(checkpoint["config_json"])
+    runs = json.loads(checkpoint.get("state_json", "{}")).get("runs", [])
+    model = build_model(config.pop("family"), **config)
+    if runs and runs[-1].get("config", {}).get("train_only") == "encoder":
+        freeze_decoder(model)
+    saved = checkpoint["optimizer"]
+    groups = param_groups(model, 2.0 if len(saved["param_groups"]) == 2 else 1.0)
+    ids = {id(p): n for n, p in model.named_parameters()}
+    names = [[ids[id(p)] for p in g["params"]] for g in groups]
+    params = dict(model.named_parameters())
+    for saved_group, group_names in zip(saved["param_groups"], names):
+        shapes = [saved["state"][i]["exp_avg"].shape if i in saved["state"] else None
+                  for i in saved_group["params"]]
+        if len(shapes) != len(group_names) or any(
+                shape is not None and shape != params[n].shape for shape, n in zip(shapes, group_names)):
+            raise ValueError("the checkpoint's optimizer does not hold the parameters of the model "
+                             "its config describes")
+    return names
