@@ -98,6 +98,12 @@ def _carry(saved: dict, opt: torch.optim.Optimizer, pairs: list[tuple[int, torch
     return widened
 
 
+def group_names(model: torch.nn.Module, groups: list[dict]) -> list[list[str]]:
+    """The names (in ``model``) of each optimizer group's parameters, in their order."""
+    ids = {id(p): n for n, p in model.named_parameters()}
+    return [[ids[id(p)] for p in g["params"]] for g in groups]
+
+
 def saved_parameter_names(checkpoint: dict) -> list[list[str]]:
     """The names of the parameters a training checkpoint's optimizer holds, group by group in
     its order: those of a model built from its ``config_json`` with its last run's
@@ -115,15 +121,13 @@ def saved_parameter_names(checkpoint: dict) -> list[list[str]]:
     if runs and runs[-1].get("config", {}).get("train_only") == "encoder":
         freeze_decoder(model)
     saved = checkpoint["optimizer"]
-    groups = param_groups(model, 2.0 if len(saved["param_groups"]) == 2 else 1.0)
-    ids = {id(p): n for n, p in model.named_parameters()}
-    names = [[ids[id(p)] for p in g["params"]] for g in groups]
+    names = group_names(model, param_groups(model, 2.0 if len(saved["param_groups"]) == 2 else 1.0))
     params = dict(model.named_parameters())
-    for saved_group, group_names in zip(saved["param_groups"], names):
+    for saved_group, in_group in zip(saved["param_groups"], names):
         shapes = [saved["state"][i]["exp_avg"].shape if i in saved["state"] else None
                   for i in saved_group["params"]]
-        if len(shapes) != len(group_names) or any(
-                shape is not None and shape != params[n].shape for shape, n in zip(shapes, group_names)):
+        if len(shapes) != len(in_group) or any(
+                shape is not None and shape != params[n].shape for shape, n in zip(shapes, in_group)):
             raise ValueError("the checkpoint's optimizer does not hold the parameters of the model "
                              "its config describes")
     return names

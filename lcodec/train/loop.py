@@ -676,14 +676,13 @@ def train(cfg: TrainConfig) -> Path:
             print(f"initialized from {cfg.init_from}"
                   + (f"; {added} residual blocks added as identities" if added else ""), flush=True)
     if ck is None and cfg.adam_from:
-        from .adam_state import carry_adam_moments, saved_parameter_names
+        from .adam_state import carry_adam_moments, group_names, saved_parameter_names
         saved = torch.load(cfg.adam_from, map_location="cpu", weights_only=True)
         if "optimizer" not in saved:
             raise ValueError(f"{cfg.adam_from} holds no optimizer state (a run's checkpoint.pt does)")
         names = None  # matched by name when the checkpoint says what it trained: blocks may be added
         if "config_json" in saved:
-            ids = {id(p): n for n, p in model.named_parameters()}
-            names = (saved_parameter_names(saved), [[ids[id(p)] for p in g["params"]] for g in opt.param_groups])
+            names = (saved_parameter_names(saved), group_names(model, opt.param_groups))
         widened = carry_adam_moments(saved["optimizer"], opt, trailing_new=cfg.family == "grouped", names=names)
         print(f"Adam's moments carried from {cfg.adam_from}"
               + (f" ({widened} widened tensors)" if widened else ""), flush=True)
