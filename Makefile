@@ -43,7 +43,8 @@ fuzz: setup
 # when it has a checkpoint (keep that folder between sessions), else starts from the newest
 # shipped grouped weights; exports best.pt as the next version, with tables counted on the
 # training photos, when it ends (probe it on Kodak and run `make bench` before committing it).
-# The recipe is run 73's (grouped v8).
+# The recipe is the chain's since run 94 (grouped v14-v16: runs 94-101 differ only in their
+# folders, minutes and run 97's added block; docs/model-card.md has each run's command).
 # END_TO_END_FLAGS are shared by every end-to-end recipe; CAMPAIGN_FLAGS add the lr schedule of
 # the context and hyperprior recipes (runs 30-39).
 END_TO_END_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --batch 4 --ste-frac 1.0 \
@@ -51,7 +52,7 @@ END_TO_END_FLAGS = --gain-lr-mult 10 --level-weighting normalized --crop 256 --b
 CAMPAIGN_FLAGS = $(END_TO_END_FLAGS) --lr 1e-4 --warmup 300 --validate-every 500
 train: setup
 	$(BIN)/lcodec train --family grouped --data $(TRAIN) --run-dir runs/grouped-e2e --init-from grouped \
-	  $(END_TO_END_FLAGS) --lr 3e-5 --warmup 100 --validate-every 300 --decay-frac 0.35 --minutes 75 \
+	  $(END_TO_END_FLAGS) --lr 3e-5 --warmup 100 --validate-every 300 --decay-frac 0.35 --minutes 95 \
 	  --threads 2 --export grouped --count-tables-on $(TRAIN)
 
 # The `context` model trained end to end (runs 36-39's recipe, context v10 and v11).
