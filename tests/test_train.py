@@ -12,6 +12,7 @@ from lcodec.train.context import ContextTrainConfig, train_context
 from lcodec.train.data import weights_fingerprint
 from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
+from lcodec.train.latent_headroom import headroom
 from lcodec.models import DEFAULT_LAMBDAS, build_model
 from lcodec.train.loop import (DEFAULT_M, CompiledForward, DivergenceGuard, TrainConfig, jpeg_points,
                                level_weights, train, validate)
@@ -1097,3 +1098,18 @@ def _exported_context_codes_a_photo(ckpt, folder, monkeypatch) -> None:
     pixels = synthetic_photo(128, 96, seed=3)
     out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 6.0))
     assert header.model_name == "context" and psnr(out, pixels) > 24
+
+
+def test_latent_headroom_starts_from_the_probe_point_and_only_lowers_the_error(tmp_path):
+    model, _ = _probe_setup(tmp_path)
+    image = synthetic_photo(160, 130, seed=3)  # a 128-pixel centre crop
+    before = probe(model, [image[1:129, 16:144]], levels=(8,))[0]
+    (record,) = headroom(model, [image], quality=8, steps=40, crop=200)
+    # the starting point is the analysis' latent, rounded as the probe rounds it
+    assert abs(record["bpp"][0] - before["bpp"]) < 1e-9
+    assert abs(record["psnr"][0] - before["psnr"]) < 1e-9
+    # the synthesis of the moved latent is closer to the image; the model is unchanged
+    assert record["unrounded_psnr"][1] > record["unrounded_psnr"][0] + 0.05
+    assert probe(model, [image[1:129, 16:144]], levels=(8,))[0] == before
+    with pytest.raises(ValueError, match="no 64-pixel crop"):
+        headroom(model, [synthetic_photo(70, 50)], quality=8, steps=1)
