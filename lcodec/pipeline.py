@@ -75,13 +75,17 @@ class CodecPipeline:
         ``memo``, a dict kept by the caller across encodes of the same pixels and tiles, keeps
         each tile's latent before the quality's gain: coding the image again at another quality
         (a ``--target-size`` search) then skips the analysis transform, for the same bytes. It
-        holds ``M`` float32 numbers per 16x16 pixels (3 bytes per pixel with M = 192).
+        holds ``M`` float32 numbers per 16x16 pixels (3 bytes per pixel with M = 192). A model
+        whose analysis depends on the quality (``level_scales_a``) keeps one per quality, and
+        each new quality runs the analysis.
         """
         key = (tile.x0, tile.y0, tile.x1, tile.y1)
+        if self.transforms.analysis_depends_on_quality:
+            key += (float(quality),)
         unscaled = None if memo is None else memo.get(key)
         if unscaled is None:
             window = tile.grow(PIXEL_HALO, full) if tile != full else tile
-            y = self.transforms.analysis_unscaled(self._window(pixels, window))
+            y = self.transforms.analysis_unscaled(self._window(pixels, window), quality)
             inner = tile.shifted(-window.x0, -window.y0).scaled(LATENT_STRIDE)
             unscaled = y[:, :, inner.y0:inner.y1, inner.x0:inner.x1]
             if memo is not None:  # a copy: a view would keep the whole window, halo included

@@ -170,9 +170,9 @@ def test_analysis_memo_gives_the_same_files_without_rerunning_the_analysis(codec
     calls = []
     real = pipe.transforms.analysis_unscaled
 
-    def counting(window):
+    def counting(window, quality):
         calls.append(window.shape)
-        return real(window)
+        return real(window, quality)
 
     pipe.transforms.analysis_unscaled = counting
     try:

@@ -109,7 +109,9 @@ def test_transposed_conv_matches_torch(cin, cout, k, h, w, chunk, monkeypatch):
 
 @pytest.mark.parametrize("config", [{"N": 8, "M": 12}, {"N": 8, "M": 12, "Na": 16},
                                     {"N": 8, "M": 12, "Ns": 16},
-                                    {"N": 8, "M": 12, "Na": 16, "res_a": 3, "res_s": 2}])
+                                    {"N": 8, "M": 12, "Na": 16, "res_a": 3, "res_s": 2},
+                                    {"N": 8, "M": 12, "Na": 16, "res_a": 2, "level_scales_a": True},
+                                    {"N": 8, "M": 12, "Ns": 16, "res_s": 1, "level_scales_s": True}])
 @torch.no_grad()
 def test_numpy_transforms_compute_what_the_torch_model_computes(config):
     model = build_model("hyperprior", **config).double().eval()
@@ -121,6 +123,7 @@ def test_numpy_transforms_compute_what_the_torch_model_computes(config):
     model = model.float()
     pixels = synthetic_photo(64, 48, seed=1)
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    assert t.analysis_depends_on_quality == config.get("level_scales_a", False)
     for q in (1.0, 3.3, 8.0):
         y = t.analysis(pixels, q)
         assert np.allclose(y, model.analysis(x, q).numpy(), rtol=1e-4, atol=1e-5)
@@ -148,6 +151,11 @@ def test_numpy_transforms_refuse_weights_of_another_shape():
         HyperpriorTransforms(arrays, N=8, M=12, res_a=4)
     with pytest.raises(ValueError, match=r"got 0 and -1"):
         build_model("hyperprior", N=8, M=12, res_s=-1)
+    # so must the analysis' level scales
+    with pytest.raises(ValueError, match="missing 'log_level_scale_a'"):
+        HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_a=True)
+    with pytest.raises(ValueError, match="missing 'log_level_scale_s'"):
+        HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_s=True)
 
 
 def test_auto_device_without_an_nvidia_driver_does_not_consult_torch(monkeypatch):

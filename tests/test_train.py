@@ -426,6 +426,80 @@ def test_train_adds_residual_blocks_to_its_weights_resumes_them_and_exports_them
     assert {k.split(".")[1] for k in shipped if k.startswith("g_a_res.")} == {"5"}
 
 
+def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_its_transforms():
+    from lcodec.train.loop import load_adding_blocks, param_groups
+
+    plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1))
+    scaled = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, level_scales_a=True,
+                         level_scales_s=True)
+    assert load_adding_blocks(scaled, plain.state_dict()) == 0  # no block added, the scales at 1
+    scaled.eval()
+    x = torch.from_numpy(synthetic_photo(64, 64, seed=4)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = torch.round(plain.analysis(x, 8.0))
+        for q in (1.0, 4.5, 8.0):
+            assert torch.equal(scaled.analysis(x, q), plain.analysis(x, q))
+            assert torch.equal(scaled.synthesis(y, q), plain.synthesis(y, q))
+        for side, stage, arg in (("a", "analysis", x), ("s", "synthesis", y)):
+            param = getattr(scaled, f"log_level_scale_{side}")
+            param[7] += 0.2  # the top level's own transform
+            assert not torch.allclose(getattr(scaled, stage)(arg, 8.0), getattr(plain, stage)(arg, 8.0))
+            assert torch.equal(getattr(scaled, stage)(arg, 7.0), getattr(plain, stage)(arg, 7.0))
+            halfway = getattr(scaled, stage)(arg, 7.5)  # a fractional quality interpolates the log-scales
+            param[7] -= 0.1
+            param[6] += 0.1
+            assert torch.allclose(getattr(scaled, stage)(arg, 7.5), halfway, atol=1e-6)
+    with pytest.raises(ValueError, match="analysis depends on the quality"):
+        scaled.transform_a(x - 0.5)
+    with pytest.raises(ValueError, match="synthesis depends on the quality"):
+        scaled.transform_s(y)
+    # training moves one level's scales through the images coded at it; they train with the gains
+    scaled.train()
+    with torch.enable_grad():
+        out = scaled(torch.cat([x, x]), torch.tensor([2, 5]))
+        ((out["x_hat"] - x) ** 2).mean().backward()
+    for param in (scaled.log_level_scale_a, scaled.log_level_scale_s):
+        grad = param.grad.abs().sum(dim=(1, 2))
+        assert grad[2] > 0 and grad[5] > 0 and grad[[0, 1, 3, 4, 6, 7]].sum() == 0
+    lifted = param_groups(scaled, 10.0)[1]
+    assert lifted["lr_mult"] == 10.0 and {id(p) for p in lifted["params"]} >= {
+        id(scaled.log_level_scale_a), id(scaled.log_level_scale_s)}
+    # moving the levels moves the scales like the gains
+    moved = retarget_levels(scaled.state_dict(), DEFAULT_LAMBDAS[:4] + (0.1, 0.2))
+    assert moved["log_level_scale_a"].shape == (6, 3, 16) and moved["log_level_scale_s"].shape == (6, 3, 8)
+    assert torch.equal(moved["log_level_scale_s"][1], scaled.state_dict()["log_level_scale_s"][1])
+
+
+def test_train_adds_level_scales_resumes_them_and_the_codec_codes_with_them(photos, tmp_path, capsys,
+                                                                           monkeypatch):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, max_steps=3, crop=64,
+               batch=2, threads="1", compile="off", init_from="hyperprior", gain_lr_mult=10.0)
+    ckpt = train(TrainConfig(**cfg, level_scales_a=True, level_scales_s=True))
+    assert "analysis level scales added at 1; synthesis level scales added at 1" in capsys.readouterr().out
+    config = json.loads(torch.load(ckpt, weights_only=True)["config_json"])
+    assert config["level_scales_a"] is True and config["level_scales_s"] is True
+    train(TrainConfig(**{**cfg, "minutes": 5.0, "max_steps": 5}))  # resumes with its scales
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "hyperprior", folder=folder)
+    entry = json.loads((folder / "manifest.json").read_text())["models"][0]
+    assert entry["config"]["level_scales_a"] is True and entry["config"]["level_scales_s"] is True
+    shipped = load_state_dict(folder / entry["file"])
+    assert shipped["log_level_scale_a"].abs().sum() > 0 and shipped["log_level_scale_s"].abs().sum() > 0
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    codec = Codec("cpu")
+    pixels = synthetic_photo(96, 64, seed=5)
+    out, header = codec.decode_pixels(codec.encode_pixels(pixels, 3, 5.0))
+    assert header.model_name == "hyperprior" and psnr(out, pixels) > 24
+    # the analysis memo of a quality search keeps one latent per tile and quality, and gives
+    # the files that fresh encodes give
+    pipe = codec._pipeline(None)
+    assert pipe.transforms.analysis_depends_on_quality
+    plain = {q: pipe.encode(pixels, q, 64) for q in (2.5, 6.0)}
+    memo: dict = {}
+    assert {q: pipe.encode(pixels, q, 64, memo=memo) for q in (2.5, 6.0)} == plain
+    assert len(memo) == 2 * 2 and {key[4] for key in memo} == {2.5, 6.0}
+
+
 def test_retargeted_levels_keep_trained_gains_and_extend_them_in_log_lambda():
     model = _perturbed(build_model("hyperprior", N=8, M=8, lambdas=(0.001, 0.004, 0.016)))
     state = model.state_dict()

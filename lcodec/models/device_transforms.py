@@ -39,12 +39,16 @@ class TorchTransforms:
     def _numpy(t: torch.Tensor) -> np.ndarray:
         return t.float().cpu().numpy() if t.dtype != torch.float64 else t.cpu().numpy()
 
-    def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
-        return self.apply_gain(self.analysis_unscaled(pixels), quality)
+    @property
+    def analysis_depends_on_quality(self) -> bool:
+        return bool(getattr(self.model, "level_scales_a", False))
 
-    def analysis_unscaled(self, pixels: np.ndarray) -> np.ndarray:
+    def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
+        return self.apply_gain(self.analysis_unscaled(pixels, quality), quality)
+
+    def analysis_unscaled(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         with torch.inference_mode():
-            return self._numpy(self.model.transform_a(self._pixels(pixels) - 0.5))
+            return self._numpy(self.model.transform_a(self._pixels(pixels) - 0.5, quality=quality))
 
     def apply_gain(self, unscaled: np.ndarray, quality: float) -> np.ndarray:
         with torch.inference_mode():

@@ -24,8 +24,8 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, SYNTHESIS_BLOCK_AFTER, between_levels,
-                                  block_positions)
+from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, LEVEL_SCALE_AFTER, SYNTHESIS_BLOCK_AFTER,
+                                  between_levels, block_positions)
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
 from .layers import GDN, ResidualBlock, conv, deconv
 
@@ -33,10 +33,14 @@ from .layers import GDN, ResidualBlock, conv, deconv
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
 
-def _run(layers: nn.Sequential, blocks: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
-    """``layers`` with each of ``blocks`` applied after the layer its key names."""
+def _run(layers: nn.Sequential, blocks: nn.ModuleDict, x: torch.Tensor,
+         scales: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """``layers`` with each of ``blocks`` applied after the layer its key names, and the
+    output of layer ``i`` multiplied by ``scales[i]`` (channel-wise) first where given."""
     for i, layer in enumerate(layers):
         x = layer(x)
+        if scales and i in scales:
+            x = x * scales[i].to(x.dtype)
         if str(i) in blocks:
             x = blocks[str(i)](x)
     return x
@@ -69,6 +73,16 @@ class MeanScaleHyperprior(nn.Module):
         res_s: residual blocks in the synthesis, after its inverse GDN layers from the deepest
             (1/8 resolution) outward: 0 to 3. New blocks are identities, so they can be added
             to trained weights (``lcodec train --res-a / --res-s``) without changing them.
+        level_scales_a: give every quality level its own channel scales inside the analysis,
+            after each of its GDN layers (the ``log_level_scale_a`` parameter, shape
+            ``(levels, 3, Na)``, log scale; fractional qualities interpolate it like the gains),
+            so that the encoder's features can differ between levels instead of the gains
+            alone rescaling one shared latent (as the conditional convolutions of Choi et al.
+            2019, with a scale only). They start at 1: added to trained weights, the model
+            codes as before. The analysis then depends on the quality; decoding does not.
+        level_scales_s: the same inside the synthesis, after each of its inverse GDN layers
+            (``log_level_scale_s``, ``(levels, 3, Ns)``): a multiply per channel and layer at
+            decoding, so that the decoder too can differ between levels.
     """
 
     family = "hyperprior"
@@ -76,7 +90,8 @@ class MeanScaleHyperprior(nn.Module):
 
     def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
                  Na: int | None = None, Ns: int | None = None,
-                 hyper_hidden: tuple[int, int] | None = None, res_a: int = 0, res_s: int = 0):
+                 hyper_hidden: tuple[int, int] | None = None, res_a: int = 0, res_s: int = 0,
+                 level_scales_a: bool = False, level_scales_s: bool = False):
         super().__init__()
         blocks_a, blocks_s = block_positions(res_a, res_s)
         self.res_a, self.res_s = res_a, res_s
@@ -106,6 +121,11 @@ class MeanScaleHyperprior(nn.Module):
         init = torch.tensor([0.5 * math.log(l) - math.log(mid) for l in lambdas])
         self.log_gain = nn.Parameter(init.view(-1, 1).repeat(1, M))
         self.log_inv_gain = nn.Parameter(-init.view(-1, 1).repeat(1, M))
+        self.level_scales_a, self.level_scales_s = bool(level_scales_a), bool(level_scales_s)
+        if self.level_scales_a:
+            self.log_level_scale_a = nn.Parameter(torch.zeros(len(lambdas), len(LEVEL_SCALE_AFTER), Na))
+        if self.level_scales_s:
+            self.log_level_scale_s = nn.Parameter(torch.zeros(len(lambdas), len(LEVEL_SCALE_AFTER), Ns))
 
     @property
     def num_levels(self) -> int:
@@ -131,15 +151,41 @@ class MeanScaleHyperprior(nn.Module):
     # -- the four stages used by the codec pipeline ------------------------------------------
     def analysis(self, x: torch.Tensor, quality: float) -> torch.Tensor:
         gain, _ = self.gains(quality)
-        return self.transform_a(x - 0.5) * gain.to(x.dtype)
+        return self.transform_a(x - 0.5, quality=quality) * gain.to(x.dtype)
 
-    def transform_a(self, x: torch.Tensor) -> torch.Tensor:
-        """The analysis transform (``g_a`` and its residual blocks) of centred pixels."""
-        return _run(self.g_a, self.g_a_res, x)
+    def level_scales(self, side: str, quality: float | None = None,
+                     level: torch.Tensor | None = None) -> dict[int, torch.Tensor] | None:
+        """The channel scales inside the analysis (``side`` ``"a"``) or the synthesis (``"s"``)
+        of a quality in ``[1, L]`` (shape ``(1, C, 1, 1)``) or of one 0-based ``level`` per
+        image (``(B, C, 1, 1)``), keyed by the layer they follow; None for a model without
+        ``level_scales_a`` / ``level_scales_s``."""
+        if not getattr(self, f"level_scales_{side}"):
+            return None
+        param = getattr(self, f"log_level_scale_{side}")
+        if level is not None:
+            log = param[level]
+        elif quality is not None:
+            lo, t = self._between_levels(quality)
+            log = ((1 - t) * param[lo] + t * param[lo + 1])[None]
+        else:
+            name = "analysis" if side == "a" else "synthesis"
+            raise ValueError(f"this model's {name} depends on the quality (level_scales_{side}): "
+                             "pass quality or level")
+        scales = log.exp()[..., None, None]
+        return {after: scales[:, i] for i, after in enumerate(LEVEL_SCALE_AFTER)}
 
-    def transform_s(self, y: torch.Tensor) -> torch.Tensor:
-        """The synthesis transform (``g_s`` and its residual blocks) of an un-gained latent."""
-        return _run(self.g_s, self.g_s_res, y)
+    def transform_a(self, x: torch.Tensor, quality: float | None = None,
+                    level: torch.Tensor | None = None) -> torch.Tensor:
+        """The analysis transform (``g_a`` and its residual blocks) of centred pixels, before
+        the gains. A model with ``level_scales_a`` needs the ``quality`` (or one ``level`` per
+        image, training): see :meth:`level_scales`."""
+        return _run(self.g_a, self.g_a_res, x, self.level_scales("a", quality, level))
+
+    def transform_s(self, y: torch.Tensor, quality: float | None = None,
+                    level: torch.Tensor | None = None) -> torch.Tensor:
+        """The synthesis transform (``g_s`` and its residual blocks) of an un-gained latent;
+        ``quality`` / ``level`` as for :meth:`transform_a`, needed with ``level_scales_s``."""
+        return _run(self.g_s, self.g_s_res, y, self.level_scales("s", quality, level))
 
     def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
         return self.h_a(y)
@@ -163,7 +209,7 @@ class MeanScaleHyperprior(nn.Module):
 
     def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         _, inv_gain = self.gains(quality)
-        return self.transform_s(y_hat * inv_gain.to(y_hat.dtype)) + 0.5
+        return self.transform_s(y_hat * inv_gain.to(y_hat.dtype), quality=quality) + 0.5
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, level: torch.Tensor, decoder_noise: bool = False) -> dict[str, torch.Tensor]:
@@ -176,7 +222,7 @@ class MeanScaleHyperprior(nn.Module):
         """
         gain = self.log_gain[level].exp()[:, :, None, None]
         inv_gain = self.log_inv_gain[level].exp()[:, :, None, None]
-        y = self.transform_a(x - 0.5).float() * gain
+        y = self.transform_a(x - 0.5, level=level).float() * gain
         z = self.h_a(y).float()
         z_lik = self.z_density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))
         means, scales = self.entropy_params(y, self.h_s(ste_round(z)).float())
@@ -184,5 +230,5 @@ class MeanScaleHyperprior(nn.Module):
         noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_lik = gaussian_likelihood(noisy - means, scales)
         y_hat = noisy if decoder_noise else ste_round(y - means) + means
-        x_hat = self.transform_s(y_hat * inv_gain).float() + 0.5
+        x_hat = self.transform_s(y_hat * inv_gain, level=level).float() + 0.5
         return {"x_hat": x_hat, "y_likelihoods": y_lik, "z_likelihoods": z_lik}

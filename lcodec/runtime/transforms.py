@@ -21,6 +21,9 @@ from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
 # i-th), deepest first (lcodec.models.hyperprior re-exports them for the training CLI's limits).
 ANALYSIS_BLOCK_AFTER = (5, 3, 1)
 SYNTHESIS_BLOCK_AFTER = (1, 3, 5)
+# Where a model with ``level_scales_a`` / ``level_scales_s`` scales the channels of g_a / g_s
+# per quality level: after these layers (their GDNs), before any residual block there.
+LEVEL_SCALE_AFTER = (1, 3, 5)
 
 
 def block_positions(res_a: int, res_s: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -82,14 +85,18 @@ class HyperpriorTransforms:
 
     Args:
         arrays: the weights (name -> array), as stored in a weights file.
-        N, M, Na, Ns, res_a, res_s: the architecture (``config`` in the manifest); extra config
-            keys (e.g. the context family's) are accepted and ignored.
+        N, M, Na, Ns, res_a, res_s, level_scales_a, level_scales_s: the architecture
+            (``config`` in the manifest); extra config keys (e.g. the context family's) are
+            accepted and ignored. With ``level_scales_a`` the analysis scales its channels per
+            quality level after each GDN (``log_level_scale_a``), so that it depends on the
+            quality; with ``level_scales_s`` the synthesis likewise (``log_level_scale_s``).
 
     Raises ``ValueError`` when an expected array is missing or has the wrong shape.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
-                 Ns: int | None = None, res_a: int = 0, res_s: int = 0, **_other) -> None:
+                 Ns: int | None = None, res_a: int = 0, res_s: int = 0, level_scales_a: bool = False,
+                 level_scales_s: bool = False, **_other) -> None:
         Na, Ns = Na or N, Ns or N
         blocks_a, blocks_s = block_positions(res_a, res_s)
         self.N, self.M, self.Na, self.Ns = N, M, Na, Ns
@@ -133,6 +140,9 @@ class HyperpriorTransforms:
             raise ValueError("the weights name fewer than two quality levels")
         self.log_gain = get("log_gain", (levels, M))
         self.log_inv_gain = get("log_inv_gain", (levels, M))
+        scales_shape = (levels, len(LEVEL_SCALE_AFTER))
+        self.log_level_scale_a = get("log_level_scale_a", (*scales_shape, Na)) if level_scales_a else None
+        self.log_level_scale_s = get("log_level_scale_s", (*scales_shape, Ns)) if level_scales_s else None
 
     def bytes_per_pixel(self, encoder: bool) -> int:
         """Peak working memory per pixel of a window: of the analysis (``encoder``), which
@@ -152,18 +162,38 @@ class HyperpriorTransforms:
         log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[lo + 1]
         return np.exp(log_g).astype(np.float32), np.exp(log_ig).astype(np.float32)
 
+    @property
+    def analysis_depends_on_quality(self) -> bool:
+        """Whether :meth:`analysis_unscaled` differs between qualities (``level_scales_a``);
+        otherwise one analysis serves every quality, rescaled by :meth:`apply_gain`."""
+        return self.log_level_scale_a is not None
+
+    def level_scales(self, log_scales: np.ndarray | None, quality: float) -> list[np.ndarray] | None:
+        """The channel scales after each GDN of a transform at a quality, from its per-level
+        ``log_scales`` (interpolated between the quality's two levels like the gains), or None
+        for a transform without them."""
+        if log_scales is None:
+            return None
+        lo, t = between_levels(quality, self.num_levels)
+        log = (1 - t) * log_scales[lo] + t * log_scales[lo + 1]
+        return list(np.exp(log).astype(np.float32))
+
     def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         """The gained latent ``(1, M, H/16, W/16)`` of ``(H, W, 3)`` uint8 pixels."""
-        return self.apply_gain(self.analysis_unscaled(pixels), quality)
+        return self.apply_gain(self.analysis_unscaled(pixels, quality), quality)
 
-    def analysis_unscaled(self, pixels: np.ndarray) -> np.ndarray:
+    def analysis_unscaled(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         """The latent before the quality's gain, ``(1, M, H/16, W/16)`` float32: the costly
-        part of :meth:`analysis`, the same for every quality."""
+        part of :meth:`analysis`, the same for every quality unless
+        :attr:`analysis_depends_on_quality`."""
+        scales = self.level_scales(self.log_level_scale_a, quality)
         x = pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)
         for i, (w, b, k) in enumerate(self.g_a):
             x = conv2d(x, w, b, stride=2, padding=k // 2)
             if i < len(self.g_a_gdn):
                 x = gdn(x, *self.g_a_gdn[i], inverse=False)
+                if scales is not None:
+                    x *= scales[LEVEL_SCALE_AFTER.index(2 * i + 1)]
                 x = _residual(x, self.g_a_res.get(2 * i + 1))
         return x.transpose(2, 0, 1)[None]
 
@@ -189,11 +219,14 @@ class HyperpriorTransforms:
         result then holds infinities or NaNs, silently (the caller turns them into pixels).
         """
         _, inv_gain = self.gains(quality)
+        scales = self.level_scales(self.log_level_scale_s, quality)
         x = np.ascontiguousarray(y_hat[0].transpose(1, 2, 0), dtype=np.float32) * inv_gain
         with np.errstate(over="ignore", invalid="ignore"):
             for i, (w, b, k) in enumerate(self.g_s):
                 x = conv_transpose2d(x, w, b, stride=2, padding=k // 2, output_padding=1)
                 if i < len(self.g_s_gdn):
                     x = gdn(x, *self.g_s_gdn[i], inverse=True)
+                    if scales is not None:
+                        x *= scales[LEVEL_SCALE_AFTER.index(2 * i + 1)]
                     x = _residual(x, self.g_s_res.get(2 * i + 1))
             return (x + np.float32(0.5)).transpose(2, 0, 1)[None]

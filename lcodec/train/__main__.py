@@ -69,6 +69,14 @@ SEED_HELP = ("Seeds new layers and the data: crops, quality levels and noise are
               type=click.IntRange(0, len(SYNTHESIS_BLOCK_AFTER)),
               help="Residual blocks in the synthesis transform (the decoder), after its inverse "
                    "GDN layers from the deepest outward; as --res-a.")
+@click.option("--level-scales-a", "level_scales_a", is_flag=True, default=False,
+              help="Per-level channel scales inside the analysis transform, after its GDN "
+                   "layers (kept by a resumed run and by weights that have them; added to "
+                   "weights without them as ones, so the model starts where they were). "
+                   "Trained at --gain-lr-mult like the gains.")
+@click.option("--level-scales-s", "level_scales_s", is_flag=True, default=False,
+              help="The same inside the synthesis transform (the decoder), after its inverse "
+                   "GDN layers.")
 @click.option("--lambdas", default=None,
               callback=lambda ctx, param, value: _parse_lambdas(value) if value else None,
               help="The quality levels' rate-distortion trade-offs, comma-separated, increasing "

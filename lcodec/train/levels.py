@@ -3,8 +3,9 @@
 With gain units, a quality level is a rate-distortion trade-off ``lambda`` plus one learned
 gain and inverse-gain vector; the transforms are shared by all levels. To give ``-q 1..8``
 another span (e.g. reach lower rates), :func:`retarget_levels` keeps the transforms and sets
-each new level's log-gains by interpolating the trained ones linearly in ``log lambda``
-(extrapolating the end segments beyond the trained span), per channel. Training then adapts
+each new level's log-gains (and the transforms' log-scales, when the model has them) by interpolating
+the trained ones linearly in ``log lambda`` (extrapolating the end segments beyond the trained
+span), per channel. Training then adapts
 the gains, which is fast: they are a few hundred numbers per level.
 """
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Sequence
 import torch
 
 GAIN_KEYS = ("log_gain", "log_inv_gain")
+# The transforms' per-level channel scales (level_scales_a / _s): (levels, 3, Na) / (levels, 3, Ns)
+LEVEL_SCALE_KEYS = ("log_level_scale_a", "log_level_scale_s")
+LEVEL_KEYS = GAIN_KEYS + LEVEL_SCALE_KEYS  # the parameters with one entry per quality level
 
 
 def check_lambdas(lambdas: Sequence[float]) -> tuple[float, ...]:
@@ -40,10 +44,11 @@ def retarget_levels(state: dict[str, torch.Tensor], lambdas: Sequence[float]) ->
     x_old, x_new = old.log(), new.log()
     hi = torch.searchsorted(x_old, x_new).clamp(1, x_old.numel() - 1)
     lo = hi - 1
-    t = ((x_new - x_old[lo]) / (x_old[hi] - x_old[lo]))[:, None]
+    t = (x_new - x_old[lo]) / (x_old[hi] - x_old[lo])
     out = dict(state)
-    for key in GAIN_KEYS:
+    for key in (k for k in LEVEL_KEYS if k in state):
         g = state[key].double()
-        out[key] = (g[lo] + t * (g[hi] - g[lo])).to(state[key].dtype)
+        tk = t.view(-1, *[1] * (g.dim() - 1))
+        out[key] = (g[lo] + tk * (g[hi] - g[lo])).to(state[key].dtype)
     out["lambdas"] = new.to(state["lambdas"].dtype)
     return out

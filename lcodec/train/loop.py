@@ -28,7 +28,7 @@ from ..models import DEFAULT_LAMBDAS, build_model
 from ..models.entropy_models import SCALE_BOUND
 from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, data_seed, list_images, load_rgb, split_holdout, weights_fingerprint
-from .levels import GAIN_KEYS, lambdas_of
+from .levels import LEVEL_KEYS, LEVEL_SCALE_KEYS, lambdas_of
 from .widen import context_widths, hidden_widths, hyper_widths, latent_width
 
 DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
@@ -45,6 +45,8 @@ class TrainConfig:
     Ns: int = 0                   # synthesis width (0: the resumed or initial weights', else N)
     res_a: int = 0                # residual blocks in the analysis (0: the resumed or initial weights')
     res_s: int = 0                # residual blocks in the synthesis (likewise)
+    level_scales_a: bool = False  # per-level channel scales in the analysis (added to weights without)
+    level_scales_s: bool = False  # and in the synthesis
     lambdas: tuple[float, ...] | None = None  # levels (None: the resumed run's, else the initial weights')
     crop: int = 128
     batch: int = 16
@@ -386,7 +388,8 @@ def freeze_decoder(model: torch.nn.Module) -> int:
 
 def param_groups(model: torch.nn.Module, gain_lr_mult: float = 1.0) -> list[dict]:
     """The optimizer's parameter groups: one, or with ``gain_lr_mult != 1`` a second group
-    holding the quality levels' gain vectors (``lr_mult`` scales its learning rate). Frozen
+    holding the quality levels' own parameters, the gain vectors and any analysis scales
+    (``lr_mult`` scales its learning rate). Frozen
     parameters (``requires_grad`` off) are left out.
 
     Moving the levels to other lambdas (:mod:`.levels`) changes mainly the gains: a few
@@ -397,8 +400,8 @@ def param_groups(model: torch.nn.Module, gain_lr_mult: float = 1.0) -> list[dict
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if gain_lr_mult == 1.0:
         return [{"params": [p for _, p in named], "lr_mult": 1.0}]
-    gains = [p for n, p in named if n in GAIN_KEYS]
-    rest = [p for n, p in named if n not in GAIN_KEYS]
+    gains = [p for n, p in named if n in LEVEL_KEYS]
+    rest = [p for n, p in named if n not in LEVEL_KEYS]
     return [{"params": rest, "lr_mult": 1.0}, {"params": gains, "lr_mult": gain_lr_mult}]
 
 
@@ -535,22 +538,42 @@ def _res_blocks(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
     return out
 
 
+def _level_scales(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
+    """The per-level channel scales of the run's transforms (``level_scales_a`` / ``_s``
+    config keys, when true): the resumed run's, else those asked for or of the initial weights
+    (added as ones when they lack them, :func:`load_adding_blocks`)."""
+    out = {}
+    for side, key in zip("as", LEVEL_SCALE_KEYS):
+        name, asked = f"level_scales_{side}", getattr(cfg, f"level_scales_{side}")
+        if resumed:
+            have = bool(resumed.get(name))
+            if asked and not have:
+                raise ValueError(f"a resumed run keeps its transforms: add level scales ({name}) "
+                                 "in a new run started with --init-from")
+        else:
+            have = asked or (init is not None and key in init)
+        if have:
+            out[name] = True
+    return out
+
+
 def residual_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
     """How many residual blocks a state dict has under ``prefix`` (``g_a_res`` / ``g_s_res``)."""
     return len({k.split(".")[1] for k in state if k.startswith(prefix + ".")})
 
 
 def load_adding_blocks(model: torch.nn.Module, init: dict[str, torch.Tensor]) -> int:
-    """Load ``init`` into ``model``, which may have residual blocks that ``init`` lacks: those
-    keep their initialization, the identity. Returns how many blocks were added; any other
-    missing or unexpected tensor is an error, as in ``load_state_dict``."""
+    """Load ``init`` into ``model``, which may have residual blocks or per-level scales that
+    ``init`` lacks: those keep their initialization, the identity. Returns how many blocks
+    were added; any other missing or unexpected tensor is an error, as in
+    ``load_state_dict``."""
     missing = [k for k in model.state_dict() if k not in init]
-    if any(not k.startswith(("g_a_res.", "g_s_res.")) for k in missing):
+    if any(not k.startswith(("g_a_res.", "g_s_res.")) and k not in LEVEL_SCALE_KEYS for k in missing):
         model.load_state_dict(init)  # raises, naming what does not fit
     result = model.load_state_dict(init, strict=False)
     if result.unexpected_keys:
         raise ValueError(f"the initial weights have tensors the model has not: {result.unexpected_keys[:4]}")
-    return len({".".join(k.split(".")[:2]) for k in result.missing_keys})
+    return len({".".join(k.split(".")[:2]) for k in result.missing_keys if k not in LEVEL_SCALE_KEYS})
 
 
 def _same_levels(a, b) -> bool:
@@ -628,6 +651,7 @@ def train(cfg: TrainConfig) -> Path:
     if hyper and tuple(hyper) != default_hyper_hidden(latent):
         arch["hyper_hidden"] = list(hyper)
     arch.update(_res_blocks(cfg, resumed, init))
+    arch.update(_level_scales(cfg, resumed, init))
     if cfg.family in ("context", "grouped"):
         arch.update(_context_arch(resumed, init))
         for key, width in (("context_channels", cfg.context_channels), ("hidden", cfg.context_hidden)):
@@ -674,7 +698,10 @@ def train(cfg: TrainConfig) -> Path:
         else:
             added = load_adding_blocks(model, init)
             print(f"initialized from {cfg.init_from}"
-                  + (f"; {added} residual blocks added as identities" if added else ""), flush=True)
+                  + (f"; {added} residual blocks added as identities" if added else "")
+                  + "".join(f"; {name} level scales added at 1"
+                            for name, key in zip(("analysis", "synthesis"), LEVEL_SCALE_KEYS)
+                            if key in model.state_dict() and key not in init), flush=True)
     if ck is None and cfg.adam_from:
         from .adam_state import carry_adam_moments, group_names, saved_parameter_names
         saved = torch.load(cfg.adam_from, map_location="cpu", weights_only=True)
