@@ -427,7 +427,7 @@ def test_train_adds_residual_blocks_to_its_weights_resumes_them_and_exports_them
 
 
 def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_its_transforms():
-    from lcodec.train.loop import load_adding_blocks, param_groups
+    from lcodec.train.loop import is_encoder_parameter, load_adding_blocks, param_groups
 
     plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1))
     scaled = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, level_scales_a=True,
@@ -461,6 +461,7 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
     for param in (scaled.log_level_scale_a, scaled.log_level_scale_s):
         grad = param.grad.abs().sum(dim=(1, 2))
         assert grad[2] > 0 and grad[5] > 0 and grad[[0, 1, 3, 4, 6, 7]].sum() == 0
+    assert is_encoder_parameter("log_level_scale_a") and not is_encoder_parameter("log_level_scale_s")
     lifted = param_groups(scaled, 10.0)[1]
     assert lifted["lr_mult"] == 10.0 and {id(p) for p in lifted["params"]} >= {
         id(scaled.log_level_scale_a), id(scaled.log_level_scale_s)}

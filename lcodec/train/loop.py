@@ -359,11 +359,12 @@ class WeightAverage:
                 avg.copy_(cur)
 
 
-# The parameters only the encoder uses: the analysis, the hyper-analysis and the gains applied
-# before quantization. Everything else (synthesis, hyper-synthesis, densities, context and
-# group networks, inverse gains) is what a decoder needs.
+# The parameters only the encoder uses: the analysis (its level scales included), the
+# hyper-analysis and the gains applied before quantization. Everything else (synthesis and its
+# level scales, hyper-synthesis, densities, context and group networks, inverse gains) is what
+# a decoder needs.
 ENCODER_PREFIXES = ("g_a.", "g_a_res.", "h_a.")
-ENCODER_KEYS = ("log_gain",)
+ENCODER_KEYS = ("log_gain", "log_level_scale_a")
 
 
 def is_encoder_parameter(name: str) -> bool:
@@ -388,9 +389,9 @@ def freeze_decoder(model: torch.nn.Module) -> int:
 
 def param_groups(model: torch.nn.Module, gain_lr_mult: float = 1.0) -> list[dict]:
     """The optimizer's parameter groups: one, or with ``gain_lr_mult != 1`` a second group
-    holding the quality levels' own parameters, the gain vectors and any analysis scales
-    (``lr_mult`` scales its learning rate). Frozen
-    parameters (``requires_grad`` off) are left out.
+    holding the quality levels' own parameters, the gain vectors and the transforms' level
+    scales if any (``lr_mult`` scales its learning rate). Frozen parameters (``requires_grad``
+    off) are left out.
 
     Moving the levels to other lambdas (:mod:`.levels`) changes mainly the gains: a few
     hundred numbers per level that Adam, whose step is about the learning rate, moves by at
