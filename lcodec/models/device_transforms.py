@@ -41,7 +41,7 @@ class TorchTransforms:
 
     @property
     def analysis_depends_on_quality(self) -> bool:
-        return bool(getattr(self.model, "level_scales_a", False))
+        return self.model.level_scales_a
 
     def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         return self.apply_gain(self.analysis_unscaled(pixels, quality), quality)

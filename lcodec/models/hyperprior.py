@@ -135,11 +135,16 @@ class MeanScaleHyperprior(nn.Module):
     def _between_levels(self, quality: float) -> tuple[int, float]:
         return between_levels(quality, self.num_levels)
 
+    def _at_quality(self, per_level: torch.Tensor, quality: float) -> torch.Tensor:
+        """A per-level parameter (log gains or log scales, levels first) at a quality in
+        ``[1, L]``: linear between its two neighbouring levels."""
+        lo, t = self._between_levels(quality)
+        return (1 - t) * per_level[lo] + t * per_level[lo + 1]
+
     def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Gain and inverse gain vectors (shape ``(1, M, 1, 1)``) of a quality in ``[1, L]``."""
-        lo, t = self._between_levels(quality)
-        log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[lo + 1]
-        log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[lo + 1]
+        log_g = self._at_quality(self.log_gain, quality)
+        log_ig = self._at_quality(self.log_inv_gain, quality)
         return log_g.exp().view(1, -1, 1, 1), log_ig.exp().view(1, -1, 1, 1)
 
     def rd_lambda(self, quality: float) -> float:
@@ -165,8 +170,7 @@ class MeanScaleHyperprior(nn.Module):
         if level is not None:
             log = param[level]
         elif quality is not None:
-            lo, t = self._between_levels(quality)
-            log = ((1 - t) * param[lo] + t * param[lo + 1])[None]
+            log = self._at_quality(param, quality)[None]
         else:
             name = "analysis" if side == "a" else "synthesis"
             raise ValueError(f"this model's {name} depends on the quality (level_scales_{side}): "

@@ -157,10 +157,15 @@ class HyperpriorTransforms:
     def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
         """Gain and inverse gain vectors ``(M,)`` of a quality in ``[1, L]`` (geometric
         interpolation between the two neighbouring levels)."""
-        lo, t = between_levels(quality, self.num_levels)
-        log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[lo + 1]
-        log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[lo + 1]
+        log_g = self._at_quality(self.log_gain, quality)
+        log_ig = self._at_quality(self.log_inv_gain, quality)
         return np.exp(log_g).astype(np.float32), np.exp(log_ig).astype(np.float32)
+
+    def _at_quality(self, per_level: np.ndarray, quality: float) -> np.ndarray:
+        """A per-level array (log gains or log scales, levels first) at a quality in ``[1, L]``:
+        linear between its two neighbouring levels."""
+        lo, t = between_levels(quality, self.num_levels)
+        return (1 - t) * per_level[lo] + t * per_level[lo + 1]
 
     @property
     def analysis_depends_on_quality(self) -> bool:
@@ -174,9 +179,7 @@ class HyperpriorTransforms:
         for a transform without them."""
         if log_scales is None:
             return None
-        lo, t = between_levels(quality, self.num_levels)
-        log = (1 - t) * log_scales[lo] + t * log_scales[lo + 1]
-        return list(np.exp(log).astype(np.float32))
+        return list(np.exp(self._at_quality(log_scales, quality)).astype(np.float32))
 
     def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         """The gained latent ``(1, M, H/16, W/16)`` of ``(H, W, 3)`` uint8 pixels."""

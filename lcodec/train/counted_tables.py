@@ -74,7 +74,7 @@ def count_symbols(loaded: LoadedModel, images: list[np.ndarray], grid: int) -> t
     for pixels in images:
         h, w = pixels.shape[:2]
         full = image_rect(w, h)
-        memo: dict = {}  # the analysis runs once per photo; the levels only change the gain
+        memo: dict = {}  # the analysis runs once per photo unless it depends on the level
         for k in range(levels):
             y = pipe.analyse(pixels, float(k + 1), full, full, memo)
             z = pipe.hyper_analyse(y[0], [full], full)

@@ -52,14 +52,11 @@ def probe(model: torch.nn.Module, images: list[np.ndarray],
             padded = np.pad(im, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
             x = torch.from_numpy(padded).permute(2, 0, 1)[None].float().to(device) / 255
             y = model.analysis(x.contiguous(memory_format=torch.channels_last), q)
-            z = torch.round(model.hyper_analysis(y))
-            means, scales = model.entropy_params(y, model.h_s(z))
-            y_q = torch.round(y - means)
-            bits = -(gaussian_likelihood(y_q, scales).log2().sum() + model.z_density.likelihood(z).log2().sum())
-            bpps.append(float(bits) / (h * w))
-            psnrs.append(_psnr(model.synthesis(y_q + means, q), im))
+            bpp, psnr = rounded_point(model, y, im, q)
+            bpps.append(bpp)
+            psnrs.append(psnr)
             if ceiling:
-                ceilings.append(_psnr(model.synthesis(y, q), im))
+                ceilings.append(synthesis_psnr(model.synthesis(y, q), im))
         point = {"quality": q, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
         if ceiling:
             point["psnr_unquantized"] = float(np.mean(ceilings))
@@ -67,7 +64,21 @@ def probe(model: torch.nn.Module, images: list[np.ndarray],
     return points
 
 
-def _psnr(x_hat: torch.Tensor, im: np.ndarray) -> float:
+@torch.no_grad()
+def rounded_point(model: torch.nn.Module, y: torch.Tensor, im: np.ndarray,
+                  quality: float) -> tuple[float, float]:
+    """``(bpp, psnr)`` of the latent ``y`` of the 8-bit image ``im`` (``y`` may cover it padded)
+    rounded around the hyperprior's means, as the codec rounds it: the bits the model's
+    densities estimate for ``y`` and ``z``, the PSNR of the synthesis."""
+    h, w = im.shape[:2]
+    z = torch.round(model.hyper_analysis(y))
+    means, scales = model.entropy_params(y, model.h_s(z))
+    y_q = torch.round(y - means)
+    bits = -(gaussian_likelihood(y_q, scales).log2().sum() + model.z_density.likelihood(z).log2().sum())
+    return float(bits) / (h * w), synthesis_psnr(model.synthesis(y_q + means, quality), im)
+
+
+def synthesis_psnr(x_hat: torch.Tensor, im: np.ndarray) -> float:
     """PSNR of a padded synthesis output against the 8-bit image ``im``, cropped and rounded."""
     h, w = im.shape[:2]
     x8 = torch.round(x_hat[0, :, :h, :w].clamp(0, 1) * 255).permute(1, 2, 0).cpu().numpy()

@@ -17,34 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..models.entropy_models import gaussian_likelihood
 from .data import list_images, load_rgb
-from .kodak_probe import load_checkpoint_model
-
-
-def _psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
-    """PSNR of ``x_hat`` rounded to 8 bits against the 8-bit image ``x`` (both in ``[0, 1]``),
-    in float64 like the probe's."""
-    diff = (x_hat.clamp(0, 1) * 255).round().double() - (x * 255).round().double()
-    return 10 * math.log10(255 ** 2 / max(float(diff.pow(2).mean()), 1e-10))
-
-
-@torch.no_grad()
-def rounded_point(model: torch.nn.Module, y: torch.Tensor, x: torch.Tensor,
-                  quality: float) -> tuple[float, float]:
-    """``(bpp, psnr)`` of ``y`` rounded around the hyperprior's means, as the probe estimates
-    them (``x``: the ``(1, 3, H, W)`` image in ``[0, 1]``)."""
-    z = torch.round(model.hyper_analysis(y))
-    means, scales = model.entropy_params(y, model.h_s(z))
-    y_q = torch.round(y - means)
-    bits = -(gaussian_likelihood(y_q, scales).log2().sum() + model.z_density.likelihood(z).log2().sum())
-    return float(bits) / (x.shape[-2] * x.shape[-1]), _psnr(model.synthesis(y_q + means, quality), x)
+from .kodak_probe import load_checkpoint_model, rounded_point, synthesis_psnr
 
 
 def optimize_latent(model: torch.nn.Module, x: torch.Tensor, quality: float, steps: int,
@@ -76,12 +55,12 @@ def headroom(model: torch.nn.Module, images: list[np.ndarray], quality: float, s
         if c == 0:
             raise ValueError(f"an image of {w}x{h} has no 64-pixel crop")
         top, left = (h - c) // 2, (w - c) // 2
-        x = torch.from_numpy(np.ascontiguousarray(im[top:top + c, left:left + c]))
-        x = x.permute(2, 0, 1)[None].float() / 255
+        part = np.ascontiguousarray(im[top:top + c, left:left + c])
+        x = torch.from_numpy(part).permute(2, 0, 1)[None].float() / 255
         y0, y1 = optimize_latent(model, x, quality, steps)
         with torch.no_grad():
-            free = [_psnr(model.synthesis(y, quality), x) for y in (y0, y1)]
-        (bpp0, psnr0), (bpp1, psnr1) = rounded_point(model, y0, x, quality), rounded_point(model, y1, x, quality)
+            free = [synthesis_psnr(model.synthesis(y, quality), part) for y in (y0, y1)]
+        (bpp0, psnr0), (bpp1, psnr1) = (rounded_point(model, y, part, quality) for y in (y0, y1))
         records.append({"unrounded_psnr": free, "bpp": [bpp0, bpp1], "psnr": [psnr0, psnr1]})
     return records
 
