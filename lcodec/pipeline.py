@@ -123,15 +123,16 @@ class CodecPipeline:
         y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = refined[0]
 
     # -- latents <-> streams ----------------------------------------------------------------------
-    def hyper_analyse(self, y_full: np.ndarray, tiles: list[Rect], full: Rect) -> np.ndarray:
-        """``round(h_a(y))`` (int64, ``(1, N, H/64, W/64)``), tile by tile with a halo of ``y``."""
+    def hyper_analyse(self, y_full: np.ndarray, quality: float, tiles: list[Rect], full: Rect) -> np.ndarray:
+        """``round(h_a(y))`` (int64, ``(1, N, H/64, W/64)``) of the latent of a quality, tile
+        by tile with a halo of ``y``."""
         full_y = full.scaled(LATENT_STRIDE)
         m = self.loaded
         z_sym = np.zeros((1, m.N, full_y.height // Z_STRIDE, full_y.width // Z_STRIDE), dtype=np.int64)
         for tile in tiles:
             inner = tile.scaled(LATENT_STRIDE)
             win = inner.grow(HYPER_ANALYSIS_HALO, full_y) if tile != full else inner
-            z = self.transforms.hyper_analysis(y_full[None, :, win.y0:win.y1, win.x0:win.x1])
+            z = self.transforms.hyper_analysis(y_full[None, :, win.y0:win.y1, win.x0:win.x1], quality)
             z = z.astype(np.float64)
             if not np.isfinite(z).all():
                 raise ValueError("the hyper-analysis transform produced non-finite values")
@@ -186,7 +187,7 @@ class CodecPipeline:
             y_full[:, lat.y0:lat.y1, lat.x0:lat.x1] = self.analyse(pixels, quality, tile, full, memo)[0]
         if not np.isfinite(y_full).all():
             raise ValueError("the analysis transform produced non-finite values")
-        z_sym = self.hyper_analyse(y_full, tiles, full)
+        z_sym = self.hyper_analyse(y_full, quality, tiles, full)
         enc = StreamEncoder()
         enc.encode(z_sym, *self._z_tables(z_sym.shape, quality, self.z_per_level))
         hyper = enc.finish()

@@ -34,7 +34,7 @@ def test_refined_latents_have_a_lower_loss_than_the_analysis_output(family, qual
     x = torch.from_numpy(synthetic_photo(128, 128, seed=3)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         y = model.analysis(x, quality)
-        hyper_raw = model.h_s(torch.round(model.hyper_analysis(y)))
+        hyper_raw = model.h_s(torch.round(model.hyper_analysis(y, quality=quality)))
     refined = refine_latents(model, x, y, hyper_raw, quality, iterations=8)
     assert refined.shape == y.shape
     before = _rd_loss(model, x, y, hyper_raw, quality)

@@ -111,7 +111,8 @@ def test_transposed_conv_matches_torch(cin, cout, k, h, w, chunk, monkeypatch):
                                     {"N": 8, "M": 12, "Ns": 16},
                                     {"N": 8, "M": 12, "Na": 16, "res_a": 3, "res_s": 2},
                                     {"N": 8, "M": 12, "Na": 16, "res_a": 2, "level_scales_a": True},
-                                    {"N": 8, "M": 12, "Ns": 16, "res_s": 1, "level_scales_s": True}])
+                                    {"N": 8, "M": 12, "Ns": 16, "res_s": 1, "level_scales_s": True},
+                                    {"N": 8, "M": 12, "level_scales_h": True}])
 @torch.no_grad()
 def test_numpy_transforms_compute_what_the_torch_model_computes(config):
     model = build_model("hyperprior", **config).double().eval()
@@ -127,8 +128,8 @@ def test_numpy_transforms_compute_what_the_torch_model_computes(config):
     for q in (1.0, 3.3, 8.0):
         y = t.analysis(pixels, q)
         assert np.allclose(y, model.analysis(x, q).numpy(), rtol=1e-4, atol=1e-5)
-        z = t.hyper_analysis(y)
-        assert np.allclose(z, model.hyper_analysis(torch.from_numpy(y)).numpy(), rtol=1e-4, atol=1e-5)
+        z = t.hyper_analysis(y, q)
+        assert np.allclose(z, model.hyper_analysis(torch.from_numpy(y), q).numpy(), rtol=1e-4, atol=1e-5)
         y_hat = np.round(y)
         assert np.allclose(t.synthesis(y_hat, q), model.synthesis(torch.from_numpy(y_hat), q).numpy(),
                            rtol=1e-4, atol=1e-5)
@@ -156,6 +157,8 @@ def test_numpy_transforms_refuse_weights_of_another_shape():
         HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_a=True)
     with pytest.raises(ValueError, match="missing 'log_level_scale_s'"):
         HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_s=True)
+    with pytest.raises(ValueError, match="missing 'log_level_scale_h'"):
+        HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_h=True)
 
 
 def test_auto_device_without_an_nvidia_driver_does_not_consult_torch(monkeypatch):

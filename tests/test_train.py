@@ -431,7 +431,7 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
 
     plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1))
     scaled = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, level_scales_a=True,
-                         level_scales_s=True)
+                         level_scales_s=True, level_scales_h=True)
     assert load_adding_blocks(scaled, plain.state_dict()) == 0  # no block added, the scales at 1
     scaled.eval()
     x = torch.from_numpy(synthetic_photo(64, 64, seed=4)).permute(2, 0, 1)[None].float() / 255
@@ -439,8 +439,9 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
         y = torch.round(plain.analysis(x, 8.0))
         for q in (1.0, 4.5, 8.0):
             assert torch.equal(scaled.analysis(x, q), plain.analysis(x, q))
+            assert torch.equal(scaled.hyper_analysis(y, q), plain.hyper_analysis(y, q))
             assert torch.equal(scaled.synthesis(y, q), plain.synthesis(y, q))
-        for side, stage, arg in (("a", "analysis", x), ("s", "synthesis", y)):
+        for side, stage, arg in (("a", "analysis", x), ("s", "synthesis", y), ("h", "hyper_analysis", y)):
             param = getattr(scaled, f"log_level_scale_{side}")
             param[7] += 0.2  # the top level's own transform
             assert not torch.allclose(getattr(scaled, stage)(arg, 8.0), getattr(plain, stage)(arg, 8.0))
@@ -453,21 +454,27 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
         scaled.transform_a(x - 0.5)
     with pytest.raises(ValueError, match="synthesis depends on the quality"):
         scaled.transform_s(y)
-    # training moves one level's scales through the images coded at it; they train with the gains
+    with pytest.raises(ValueError, match="hyper-analysis depends on the quality"):
+        scaled.hyper_analysis(y)
+    # training moves one level's scales through the images coded at it (the hyper-analysis'
+    # through the bits only); they train with the gains
     scaled.train()
     with torch.enable_grad():
         out = scaled(torch.cat([x, x]), torch.tensor([2, 5]))
-        ((out["x_hat"] - x) ** 2).mean().backward()
-    for param in (scaled.log_level_scale_a, scaled.log_level_scale_s):
+        bits = -out["y_likelihoods"].log2().sum() - out["z_likelihoods"].log2().sum()
+        (((out["x_hat"] - x) ** 2).mean() + 1e-3 * bits).backward()
+    for param in (scaled.log_level_scale_a, scaled.log_level_scale_s, scaled.log_level_scale_h):
         grad = param.grad.abs().sum(dim=(1, 2))
         assert grad[2] > 0 and grad[5] > 0 and grad[[0, 1, 3, 4, 6, 7]].sum() == 0
     assert is_encoder_parameter("log_level_scale_a") and not is_encoder_parameter("log_level_scale_s")
+    assert is_encoder_parameter("log_level_scale_h")
     lifted = param_groups(scaled, 10.0)[1]
     assert lifted["lr_mult"] == 10.0 and {id(p) for p in lifted["params"]} >= {
-        id(scaled.log_level_scale_a), id(scaled.log_level_scale_s)}
+        id(scaled.log_level_scale_a), id(scaled.log_level_scale_s), id(scaled.log_level_scale_h)}
     # moving the levels moves the scales like the gains
     moved = retarget_levels(scaled.state_dict(), DEFAULT_LAMBDAS[:4] + (0.1, 0.2))
     assert moved["log_level_scale_a"].shape == (6, 3, 16) and moved["log_level_scale_s"].shape == (6, 3, 8)
+    assert moved["log_level_scale_h"].shape == (6, 2, 8)
     assert torch.equal(moved["log_level_scale_s"][1], scaled.state_dict()["log_level_scale_s"][1])
 
 
@@ -475,17 +482,20 @@ def test_train_adds_level_scales_resumes_them_and_the_codec_codes_with_them(phot
                                                                            monkeypatch):
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, max_steps=3, crop=64,
                batch=2, threads="1", compile="off", init_from="hyperprior", gain_lr_mult=10.0)
-    ckpt = train(TrainConfig(**cfg, level_scales_a=True, level_scales_s=True))
-    assert "analysis level scales added at 1; synthesis level scales added at 1" in capsys.readouterr().out
+    ckpt = train(TrainConfig(**cfg, level_scales_a=True, level_scales_s=True, level_scales_h=True))
+    assert ("analysis level scales added at 1; synthesis level scales added at 1; hyper-analysis "
+            "level scales added at 1") in capsys.readouterr().out
     config = json.loads(torch.load(ckpt, weights_only=True)["config_json"])
     assert config["level_scales_a"] is True and config["level_scales_s"] is True
+    assert config["level_scales_h"] is True
     train(TrainConfig(**{**cfg, "minutes": 5.0, "max_steps": 5}))  # resumes with its scales
     folder = tmp_path / "weights"
     export_checkpoint(ckpt, "hyperprior", folder=folder)
     entry = json.loads((folder / "manifest.json").read_text())["models"][0]
     assert entry["config"]["level_scales_a"] is True and entry["config"]["level_scales_s"] is True
+    assert entry["config"]["level_scales_h"] is True
     shipped = load_state_dict(folder / entry["file"])
-    assert shipped["log_level_scale_a"].abs().sum() > 0 and shipped["log_level_scale_s"].abs().sum() > 0
+    assert all(shipped[f"log_level_scale_{side}"].abs().sum() > 0 for side in "ash")
     monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
     codec = Codec("cpu")
     pixels = synthetic_photo(96, 64, seed=5)

@@ -55,9 +55,9 @@ class TorchTransforms:
             gain, _ = self.model.gains(quality)
         return unscaled * self._numpy(gain.to(self.dtype))
 
-    def hyper_analysis(self, y: np.ndarray) -> np.ndarray:
+    def hyper_analysis(self, y: np.ndarray, quality: float) -> np.ndarray:
         with torch.inference_mode():
-            return self._numpy(self.model.hyper_analysis(self._tensor(y)))
+            return self._numpy(self.model.hyper_analysis(self._tensor(y), quality=quality))
 
     def synthesis(self, y_hat: np.ndarray, quality: float) -> np.ndarray:
         with torch.inference_mode():

@@ -65,7 +65,8 @@ class ChannelGroupedContext(CheckerboardContext):
 
     Args:
         N, M, lambdas, Na, Ns, hyper_hidden, res_a, res_s, level_scales_a, level_scales_s,
-            context_channels, hidden, scale_floor: as :class:`CheckerboardContext`.
+            level_scales_h, context_channels, hidden, scale_floor: as
+            :class:`CheckerboardContext`.
         groups: channels per group, in coding order (sums to ``M``).
         channel_order: the latent channels in coding order (a permutation of ``range(M)``);
             default ``0 .. M-1``. Group ``g`` is ``channel_order[sum(groups[:g]) : sum(groups[:g+1])]``.

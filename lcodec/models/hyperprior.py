@@ -24,8 +24,8 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, LEVEL_SCALE_AFTER, SYNTHESIS_BLOCK_AFTER,
-                                  between_levels, block_positions)
+from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, HYPER_LEVEL_SCALE_AFTER, LEVEL_SCALE_AFTER,
+                                  SYNTHESIS_BLOCK_AFTER, between_levels, block_positions)
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
 from .layers import GDN, ResidualBlock, conv, deconv
 
@@ -33,7 +33,7 @@ from .layers import GDN, ResidualBlock, conv, deconv
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
 
-def _run(layers: nn.Sequential, blocks: nn.ModuleDict, x: torch.Tensor,
+def _run(layers: nn.Sequential, blocks: nn.ModuleDict | dict, x: torch.Tensor,
          scales: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """``layers`` with each of ``blocks`` applied after the layer its key names, and the
     output of layer ``i`` multiplied by ``scales[i]`` (channel-wise) first where given."""
@@ -83,6 +83,10 @@ class MeanScaleHyperprior(nn.Module):
         level_scales_s: the same inside the synthesis, after each of its inverse GDN layers
             (``log_level_scale_s``, ``(levels, 3, Ns)``): a multiply per channel and layer at
             decoding, so that the decoder too can differ between levels.
+        level_scales_h: the same inside the hyper-analysis ``h_a``, after each of its two
+            leaky ReLUs (``log_level_scale_h``, ``(levels, 2, N)``), so that the side
+            information ``z`` can summarize ``y`` differently per level (encoder only: ``h_s``
+            and the entropy tables are as before).
     """
 
     family = "hyperprior"
@@ -91,7 +95,8 @@ class MeanScaleHyperprior(nn.Module):
     def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
                  Na: int | None = None, Ns: int | None = None,
                  hyper_hidden: tuple[int, int] | None = None, res_a: int = 0, res_s: int = 0,
-                 level_scales_a: bool = False, level_scales_s: bool = False):
+                 level_scales_a: bool = False, level_scales_s: bool = False,
+                 level_scales_h: bool = False):
         super().__init__()
         blocks_a, blocks_s = block_positions(res_a, res_s)
         self.res_a, self.res_s = res_a, res_s
@@ -126,6 +131,9 @@ class MeanScaleHyperprior(nn.Module):
             self.log_level_scale_a = nn.Parameter(torch.zeros(len(lambdas), len(LEVEL_SCALE_AFTER), Na))
         if self.level_scales_s:
             self.log_level_scale_s = nn.Parameter(torch.zeros(len(lambdas), len(LEVEL_SCALE_AFTER), Ns))
+        self.level_scales_h = bool(level_scales_h)
+        if self.level_scales_h:
+            self.log_level_scale_h = nn.Parameter(torch.zeros(len(lambdas), len(HYPER_LEVEL_SCALE_AFTER), N))
 
     @property
     def num_levels(self) -> int:
@@ -160,10 +168,10 @@ class MeanScaleHyperprior(nn.Module):
 
     def level_scales(self, side: str, quality: float | None = None,
                      level: torch.Tensor | None = None) -> dict[int, torch.Tensor] | None:
-        """The channel scales inside the analysis (``side`` ``"a"``) or the synthesis (``"s"``)
-        of a quality in ``[1, L]`` (shape ``(1, C, 1, 1)``) or of one 0-based ``level`` per
-        image (``(B, C, 1, 1)``), keyed by the layer they follow; None for a model without
-        ``level_scales_a`` / ``level_scales_s``."""
+        """The channel scales inside the analysis (``side`` ``"a"``), the synthesis (``"s"``)
+        or the hyper-analysis (``"h"``) of a quality in ``[1, L]`` (shape ``(1, C, 1, 1)``)
+        or of one 0-based ``level`` per image (``(B, C, 1, 1)``), keyed by the layer they
+        follow; None for a model without ``level_scales_<side>``."""
         if not getattr(self, f"level_scales_{side}"):
             return None
         param = getattr(self, f"log_level_scale_{side}")
@@ -172,11 +180,12 @@ class MeanScaleHyperprior(nn.Module):
         elif quality is not None:
             log = self._at_quality(param, quality)[None]
         else:
-            name = "analysis" if side == "a" else "synthesis"
+            name = {"a": "analysis", "s": "synthesis", "h": "hyper-analysis"}[side]
             raise ValueError(f"this model's {name} depends on the quality (level_scales_{side}): "
                              "pass quality or level")
         scales = log.exp()[..., None, None]
-        return {after: scales[:, i] for i, after in enumerate(LEVEL_SCALE_AFTER)}
+        after = HYPER_LEVEL_SCALE_AFTER if side == "h" else LEVEL_SCALE_AFTER
+        return {layer: scales[:, i] for i, layer in enumerate(after)}
 
     def transform_a(self, x: torch.Tensor, quality: float | None = None,
                     level: torch.Tensor | None = None) -> torch.Tensor:
@@ -191,8 +200,11 @@ class MeanScaleHyperprior(nn.Module):
         ``quality`` / ``level`` as for :meth:`transform_a`, needed with ``level_scales_s``."""
         return _run(self.g_s, self.g_s_res, y, self.level_scales("s", quality, level))
 
-    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
-        return self.h_a(y)
+    def hyper_analysis(self, y: torch.Tensor, quality: float | None = None,
+                       level: torch.Tensor | None = None) -> torch.Tensor:
+        """``z`` of a gained latent; ``quality`` / ``level`` as for :meth:`transform_a`,
+        needed with ``level_scales_h``."""
+        return _run(self.h_a, {}, y, self.level_scales("h", quality, level))
 
     def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means and scales of the Gaussian model of ``y`` (float; training and validation)."""
@@ -227,7 +239,7 @@ class MeanScaleHyperprior(nn.Module):
         gain = self.log_gain[level].exp()[:, :, None, None]
         inv_gain = self.log_inv_gain[level].exp()[:, :, None, None]
         y = self.transform_a(x - 0.5, level=level).float() * gain
-        z = self.h_a(y).float()
+        z = self.hyper_analysis(y, level=level).float()
         z_lik = self.z_density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))
         means, scales = self.entropy_params(y, self.h_s(ste_round(z)).float())
         means, scales = means.float(), scales.float()

@@ -24,6 +24,9 @@ SYNTHESIS_BLOCK_AFTER = (1, 3, 5)
 # Where a model with ``level_scales_a`` / ``level_scales_s`` scales the channels of g_a / g_s
 # per quality level: after these layers (their GDNs), before any residual block there.
 LEVEL_SCALE_AFTER = (1, 3, 5)
+# Where a model with ``level_scales_h`` scales the channels of h_a per quality level: after its
+# two leaky ReLUs.
+HYPER_LEVEL_SCALE_AFTER = (1, 3)
 
 
 def block_positions(res_a: int, res_s: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -85,18 +88,20 @@ class HyperpriorTransforms:
 
     Args:
         arrays: the weights (name -> array), as stored in a weights file.
-        N, M, Na, Ns, res_a, res_s, level_scales_a, level_scales_s: the architecture
-            (``config`` in the manifest); extra config keys (e.g. the context family's) are
-            accepted and ignored. With ``level_scales_a`` the analysis scales its channels per
-            quality level after each GDN (``log_level_scale_a``), so that it depends on the
-            quality; with ``level_scales_s`` the synthesis likewise (``log_level_scale_s``).
+        N, M, Na, Ns, res_a, res_s, level_scales_a, level_scales_s, level_scales_h: the
+            architecture (``config`` in the manifest); extra config keys (e.g. the context
+            family's) are accepted and ignored. With ``level_scales_a`` the analysis scales its
+            channels per quality level after each GDN (``log_level_scale_a``), so that it
+            depends on the quality; with ``level_scales_s`` the synthesis likewise
+            (``log_level_scale_s``), with ``level_scales_h`` the hyper-analysis after its leaky
+            ReLUs (``log_level_scale_h``).
 
     Raises ``ValueError`` when an expected array is missing or has the wrong shape.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
                  Ns: int | None = None, res_a: int = 0, res_s: int = 0, level_scales_a: bool = False,
-                 level_scales_s: bool = False, **_other) -> None:
+                 level_scales_s: bool = False, level_scales_h: bool = False, **_other) -> None:
         Na, Ns = Na or N, Ns or N
         blocks_a, blocks_s = block_positions(res_a, res_s)
         self.N, self.M, self.Na, self.Ns = N, M, Na, Ns
@@ -143,6 +148,8 @@ class HyperpriorTransforms:
         scales_shape = (levels, len(LEVEL_SCALE_AFTER))
         self.log_level_scale_a = get("log_level_scale_a", (*scales_shape, Na)) if level_scales_a else None
         self.log_level_scale_s = get("log_level_scale_s", (*scales_shape, Ns)) if level_scales_s else None
+        self.log_level_scale_h = (get("log_level_scale_h", (levels, len(HYPER_LEVEL_SCALE_AFTER), N))
+                                  if level_scales_h else None)
 
     def bytes_per_pixel(self, encoder: bool) -> int:
         """Peak working memory per pixel of a window: of the analysis (``encoder``), which
@@ -174,7 +181,7 @@ class HyperpriorTransforms:
         return self.log_level_scale_a is not None
 
     def level_scales(self, log_scales: np.ndarray | None, quality: float) -> list[np.ndarray] | None:
-        """The channel scales after each GDN of a transform at a quality, from its per-level
+        """The channel scales after each GDN (h_a: leaky ReLU) of a transform at a quality, from its per-level
         ``log_scales`` (interpolated between the quality's two levels like the gains), or None
         for a transform without them."""
         if log_scales is None:
@@ -205,13 +212,17 @@ class HyperpriorTransforms:
         gain, _ = self.gains(quality)
         return unscaled * gain.reshape(1, -1, 1, 1)
 
-    def hyper_analysis(self, y: np.ndarray) -> np.ndarray:
-        """``z`` ``(1, N, h/4, w/4)`` of a latent ``(1, M, h, w)``."""
+    def hyper_analysis(self, y: np.ndarray, quality: float) -> np.ndarray:
+        """``z`` ``(1, N, h/4, w/4)`` of a gained latent ``(1, M, h, w)`` of a quality (which
+        matters with ``level_scales_h`` only)."""
+        scales = self.level_scales(self.log_level_scale_h, quality)
         x = np.ascontiguousarray(y[0].transpose(1, 2, 0), dtype=np.float32)
         for i, (w, b, k) in enumerate(self.h_a):
             x = conv2d(x, w, b, stride=1 if i == 0 else 2, padding=k // 2)
             if i < len(self.h_a) - 1:
                 x = leaky_relu(x)
+                if scales is not None:
+                    x *= scales[HYPER_LEVEL_SCALE_AFTER.index(2 * i + 1)]
         return x.transpose(2, 0, 1)[None]
 
     def synthesis(self, y_hat: np.ndarray, quality: float) -> np.ndarray:

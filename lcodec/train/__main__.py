@@ -77,6 +77,9 @@ SEED_HELP = ("Seeds new layers and the data: crops, quality levels and noise are
 @click.option("--level-scales-s", "level_scales_s", is_flag=True, default=False,
               help="The same inside the synthesis transform (the decoder), after its inverse "
                    "GDN layers.")
+@click.option("--level-scales-h", "level_scales_h", is_flag=True, default=False,
+              help="The same inside the hyper-analysis (the encoder's side information), after "
+                   "its two leaky ReLUs.")
 @click.option("--lambdas", default=None,
               callback=lambda ctx, param, value: _parse_lambdas(value) if value else None,
               help="The quality levels' rate-distortion trade-offs, comma-separated, increasing "

@@ -61,7 +61,7 @@ def nonanchor_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tenso
     gain = model.log_gain[level].exp()[:, :, None, None].detach()
     y = lat * gain
     with torch.no_grad():
-        raw = model.h_s(torch.round(model.h_a(y)))
+        raw = model.h_s(torch.round(model.hyper_analysis(y, level=level)))
         means, scales = model.split_params(raw)
         hyper = -gaussian_likelihood(y + noise - means, scales).log2()
     means2, scales2 = model.entropy_params(y, raw)

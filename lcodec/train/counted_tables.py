@@ -77,7 +77,7 @@ def count_symbols(loaded: LoadedModel, images: list[np.ndarray], grid: int) -> t
         memo: dict = {}  # the analysis runs once per photo unless it depends on the level
         for k in range(levels):
             y = pipe.analyse(pixels, float(k + 1), full, full, memo)
-            z = pipe.hyper_analyse(y[0], [full], full)
+            z = pipe.hyper_analyse(y[0], float(k + 1), [full], full)
             sym = np.clip(z[0], -grid, grid) + grid
             for c in range(n):
                 z_counts[k, c] += np.bincount(sym[c].ravel(), minlength=2 * grid + 1)

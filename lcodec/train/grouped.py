@@ -93,7 +93,7 @@ def latent_bits(model: torch.nn.Module, lat: torch.Tensor, level: torch.Tensor,
     gain = model.log_gain[level].exp()[:, :, None, None].detach()
     y = lat * gain
     with torch.no_grad():
-        raw = model.h_s(torch.round(model.h_a(y)))
+        raw = model.h_s(torch.round(model.hyper_analysis(y, level=level)))
     means, scales = (params or model.entropy_params)(y, raw)
     values = y + noise - means if noise is not None else torch.round(y - means)
     return -gaussian_likelihood(values, scales).log2()

@@ -71,7 +71,7 @@ def rounded_point(model: torch.nn.Module, y: torch.Tensor, im: np.ndarray,
     rounded around the hyperprior's means, as the codec rounds it: the bits the model's
     densities estimate for ``y`` and ``z``, the PSNR of the synthesis."""
     h, w = im.shape[:2]
-    z = torch.round(model.hyper_analysis(y))
+    z = torch.round(model.hyper_analysis(y, quality=quality))
     means, scales = model.entropy_params(y, model.h_s(z))
     y_q = torch.round(y - means)
     bits = -(gaussian_likelihood(y_q, scales).log2().sum() + model.z_density.likelihood(z).log2().sum())

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import torch
 
 GAIN_KEYS = ("log_gain", "log_inv_gain")
-# The transforms' per-level channel scales (level_scales_a / _s): (levels, 3, Na) / (levels, 3, Ns)
-LEVEL_SCALE_KEYS = ("log_level_scale_a", "log_level_scale_s")
+# The transforms' per-level channel scales (level_scales_a / _s / _h): (levels, 3, Na) /
+# (levels, 3, Ns) / (levels, 2, N)
+LEVEL_SCALE_KEYS = ("log_level_scale_a", "log_level_scale_s", "log_level_scale_h")
 LEVEL_KEYS = GAIN_KEYS + LEVEL_SCALE_KEYS  # the parameters with one entry per quality level
 
 

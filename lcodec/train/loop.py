@@ -47,6 +47,7 @@ class TrainConfig:
     res_s: int = 0                # residual blocks in the synthesis (likewise)
     level_scales_a: bool = False  # per-level channel scales in the analysis (added to weights without)
     level_scales_s: bool = False  # and in the synthesis
+    level_scales_h: bool = False  # and in the hyper-analysis
     lambdas: tuple[float, ...] | None = None  # levels (None: the resumed run's, else the initial weights')
     crop: int = 128
     batch: int = 16
@@ -359,12 +360,12 @@ class WeightAverage:
                 avg.copy_(cur)
 
 
-# The parameters only the encoder uses: the analysis (its level scales included), the
-# hyper-analysis and the gains applied before quantization. Everything else (synthesis and its
+# The parameters only the encoder uses: the analysis and the hyper-analysis (their level scales
+# included) and the gains applied before quantization. Everything else (synthesis and its
 # level scales, hyper-synthesis, densities, context and group networks, inverse gains) is what
 # a decoder needs.
 ENCODER_PREFIXES = ("g_a.", "g_a_res.", "h_a.")
-ENCODER_KEYS = ("log_gain", "log_level_scale_a")
+ENCODER_KEYS = ("log_gain", "log_level_scale_a", "log_level_scale_h")
 
 
 def is_encoder_parameter(name: str) -> bool:
@@ -540,11 +541,11 @@ def _res_blocks(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
 
 
 def _level_scales(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
-    """The per-level channel scales of the run's transforms (``level_scales_a`` / ``_s``
-    config keys, when true): the resumed run's, else those asked for or of the initial weights
+    """The per-level channel scales of the run's transforms (``level_scales_a`` / ``_s`` /
+    ``_h`` config keys, when true): the resumed run's, else those asked for or of the initial weights
     (added as ones when they lack them, :func:`load_adding_blocks`)."""
     out = {}
-    for side, key in zip("as", LEVEL_SCALE_KEYS):
+    for side, key in zip("ash", LEVEL_SCALE_KEYS):
         name, asked = f"level_scales_{side}", getattr(cfg, f"level_scales_{side}")
         if resumed:
             have = bool(resumed.get(name))
@@ -701,7 +702,8 @@ def train(cfg: TrainConfig) -> Path:
             print(f"initialized from {cfg.init_from}"
                   + (f"; {added} residual blocks added as identities" if added else "")
                   + "".join(f"; {name} level scales added at 1"
-                            for name, key in zip(("analysis", "synthesis"), LEVEL_SCALE_KEYS)
+                            for name, key in zip(("analysis", "synthesis", "hyper-analysis"),
+                                                 LEVEL_SCALE_KEYS)
                             if key in model.state_dict() and key not in init), flush=True)
     if ck is None and cfg.adam_from:
         from .adam_state import carry_adam_moments, group_names, saved_parameter_names
