@@ -313,6 +313,26 @@ def test_widened_synthesis_decodes_the_same_image_and_leaves_the_encoder_alone()
 
 
 @torch.no_grad()
+def test_widened_transforms_keep_their_residual_blocks_and_level_scales():
+    config = dict(N=8, M=8, res_a=2, res_s=1, level_scales_a=True, level_scales_s=True,
+                  level_scales_h=True)
+    narrow = _perturbed(build_model("hyperprior", Na=12, Ns=12, **config)).double()
+    wide = build_model("hyperprior", Na=20, Ns=16, **config).double()
+    widen_hidden(narrow.state_dict(), wide)
+    assert wide.log_level_scale_a.shape == (8, 3, 20) and wide.log_level_scale_s.shape == (8, 3, 16)
+    assert torch.equal(wide.log_level_scale_a[..., :12], narrow.log_level_scale_a)
+    assert torch.equal(wide.log_level_scale_a[..., 12:], torch.zeros(8, 3, 8, dtype=torch.float64))
+    assert wide.g_a_res["5"].body[0].weight[12:].abs().sum() > 0
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(1, 3, 96, 64, generator=gen, dtype=torch.float64)
+    y_hat = torch.randn(1, 8, 6, 4, generator=gen, dtype=torch.float64).mul(3).round()
+    for q in (1.0, 4.5, 8.0):
+        torch.testing.assert_close(wide.analysis(x, q), narrow.analysis(x, q), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(wide.synthesis(y_hat, q), narrow.synthesis(y_hat, q),
+                                   rtol=1e-9, atol=1e-9)
+
+
+@torch.no_grad()
 def test_widened_context_networks_give_the_same_entropy_parameters():
     narrow = _perturbed(build_model("context", N=8, M=8, context_channels=8, hidden=16))
     wide = _perturbed(build_model("context", N=8, M=8, context_channels=12, hidden=24, Ns=12), seed=1)

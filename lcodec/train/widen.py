@@ -32,6 +32,7 @@ from torch import nn
 
 from ..models.entropy_models import SCALE_BOUND
 from ..models.layers import GDN
+from .levels import LEVEL_SCALE_KEYS
 
 # The analysis transform ``g_a``: conv, GDN, conv, GDN, conv, GDN, conv (to the latent).
 _ANALYSIS_CONVS = ("g_a.0", "g_a.2", "g_a.4", "g_a.6")
@@ -48,6 +49,9 @@ _CONTEXT_CONVS = ("context_prediction", "entropy_parameters.0", "entropy_paramet
 # convolution of the decoded latents, then the merging network, whose first layer takes
 # [base parameters (2M), those features].
 _GROUP_CONVS = re.compile(r"(anchor_nets|nonanchor_nets)\.\d+\.(pred|merge\.[024])")
+# The two 3x3 convolutions (Conv2d) of a residual block of the analysis or the synthesis, whose
+# width is the transform's.
+_RESIDUAL_CONVS = re.compile(r"g_[as]_res\.\d+\.body\.[02]")
 
 
 def hidden_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -164,8 +168,11 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     it zero weight in their normalization pools. The context networks widen the same way: new
     context features and new hidden units keep their random input filters and leave through
     zero weights, so the entropy parameters, and every coded bit, stay as they were; so do the
-    group networks. Widening the analysis changes encoding cost only; widening the synthesis
-    or the group networks changes decoding cost.
+    group networks. The residual blocks of a widened transform widen like its convolutions (a
+    new channel enters the old ones' block through zero weights), and its per-level channel
+    scales (``level_scales_a`` / ``_s``) give the new channels scales of 1. Widening the
+    analysis changes encoding cost only; widening the synthesis or the group networks changes
+    decoding cost.
     Raises ``ValueError`` if ``model`` is narrower or differs in anything but those widths.
     """
     new = model.state_dict()
@@ -190,7 +197,8 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             out[key] = src.clone()
             continue
         t = target.clone()
-        conv = layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS or _GROUP_CONVS.fullmatch(layer)
+        conv = (layer in _ANALYSIS_CONVS + _SYNTHESIS_CONVS + _CONTEXT_CONVS
+                or _GROUP_CONVS.fullmatch(layer) or _RESIDUAL_CONVS.fullmatch(layer))
         if conv and kind == "weight":
             # Conv2d weights are (out, in, k, k), ConvTranspose2d ones (in, out, k, k).
             transposed = layer in _SYNTHESIS_CONVS
@@ -207,6 +215,9 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             n_old = src.shape[0]
             t[:n_old, :] = zero_gamma               # old units: nothing from the new ones
             t[:n_old, :n_old] = src
+        elif key in LEVEL_SCALE_KEYS:               # (levels, positions, channels), log scale
+            t[..., :src.shape[-1]] = src
+            t[..., src.shape[-1]:] = 0              # the new channels: scale 1
         else:
             raise ValueError(f"{key!r} differs in shape ({tuple(src.shape)} -> "
                              f"{tuple(target.shape)}) in a way widening does not handle")
