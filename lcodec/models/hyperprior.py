@@ -24,8 +24,8 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, HYPER_LEVEL_SCALE_AFTER, LEVEL_SCALE_AFTER,
-                                  SYNTHESIS_BLOCK_AFTER, between_levels, block_positions)
+from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, LEVEL_SCALE_AFTER, SYNTHESIS_BLOCK_AFTER,
+                                  between_levels, block_positions)
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
 from .layers import GDN, ResidualBlock, conv, deconv
 
@@ -126,14 +126,12 @@ class MeanScaleHyperprior(nn.Module):
         init = torch.tensor([0.5 * math.log(l) - math.log(mid) for l in lambdas])
         self.log_gain = nn.Parameter(init.view(-1, 1).repeat(1, M))
         self.log_inv_gain = nn.Parameter(-init.view(-1, 1).repeat(1, M))
-        self.level_scales_a, self.level_scales_s = bool(level_scales_a), bool(level_scales_s)
-        if self.level_scales_a:
-            self.log_level_scale_a = nn.Parameter(torch.zeros(len(lambdas), len(LEVEL_SCALE_AFTER), Na))
-        if self.level_scales_s:
-            self.log_level_scale_s = nn.Parameter(torch.zeros(len(lambdas), len(LEVEL_SCALE_AFTER), Ns))
-        self.level_scales_h = bool(level_scales_h)
-        if self.level_scales_h:
-            self.log_level_scale_h = nn.Parameter(torch.zeros(len(lambdas), len(HYPER_LEVEL_SCALE_AFTER), N))
+        for side, width, wanted in (("a", Na, level_scales_a), ("s", Ns, level_scales_s),
+                                    ("h", N, level_scales_h)):
+            setattr(self, f"level_scales_{side}", bool(wanted))
+            if wanted:
+                shape = (len(lambdas), len(LEVEL_SCALE_AFTER[side]), width)
+                setattr(self, f"log_level_scale_{side}", nn.Parameter(torch.zeros(shape)))
 
     @property
     def num_levels(self) -> int:
@@ -184,8 +182,7 @@ class MeanScaleHyperprior(nn.Module):
             raise ValueError(f"this model's {name} depends on the quality (level_scales_{side}): "
                              "pass quality or level")
         scales = log.exp()[..., None, None]
-        after = HYPER_LEVEL_SCALE_AFTER if side == "h" else LEVEL_SCALE_AFTER
-        return {layer: scales[:, i] for i, layer in enumerate(after)}
+        return {layer: scales[:, i] for i, layer in enumerate(LEVEL_SCALE_AFTER[side])}
 
     def transform_a(self, x: torch.Tensor, quality: float | None = None,
                     level: torch.Tensor | None = None) -> torch.Tensor:

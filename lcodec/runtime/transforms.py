@@ -21,12 +21,10 @@ from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
 # i-th), deepest first (lcodec.models.hyperprior re-exports them for the training CLI's limits).
 ANALYSIS_BLOCK_AFTER = (5, 3, 1)
 SYNTHESIS_BLOCK_AFTER = (1, 3, 5)
-# Where a model with ``level_scales_a`` / ``level_scales_s`` scales the channels of g_a / g_s
-# per quality level: after these layers (their GDNs), before any residual block there.
-LEVEL_SCALE_AFTER = (1, 3, 5)
-# Where a model with ``level_scales_h`` scales the channels of h_a per quality level: after its
-# two leaky ReLUs.
-HYPER_LEVEL_SCALE_AFTER = (1, 3)
+# Where a model with ``level_scales_<side>`` scales a transform's channels per quality level:
+# after these layers of g_a ("a") and g_s ("s"), their GDNs, before any residual block there;
+# of h_a ("h"), its two leaky ReLUs.
+LEVEL_SCALE_AFTER = {"a": (1, 3, 5), "s": (1, 3, 5), "h": (1, 3)}
 
 
 def block_positions(res_a: int, res_s: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -145,11 +143,11 @@ class HyperpriorTransforms:
             raise ValueError("the weights name fewer than two quality levels")
         self.log_gain = get("log_gain", (levels, M))
         self.log_inv_gain = get("log_inv_gain", (levels, M))
-        scales_shape = (levels, len(LEVEL_SCALE_AFTER))
-        self.log_level_scale_a = get("log_level_scale_a", (*scales_shape, Na)) if level_scales_a else None
-        self.log_level_scale_s = get("log_level_scale_s", (*scales_shape, Ns)) if level_scales_s else None
-        self.log_level_scale_h = (get("log_level_scale_h", (levels, len(HYPER_LEVEL_SCALE_AFTER), N))
-                                  if level_scales_h else None)
+        for side, width, wanted in (("a", Na, level_scales_a), ("s", Ns, level_scales_s),
+                                    ("h", N, level_scales_h)):
+            shape = (levels, len(LEVEL_SCALE_AFTER[side]), width)
+            setattr(self, f"log_level_scale_{side}",
+                    get(f"log_level_scale_{side}", shape) if wanted else None)
 
     def bytes_per_pixel(self, encoder: bool) -> int:
         """Peak working memory per pixel of a window: of the analysis (``encoder``), which
@@ -180,13 +178,16 @@ class HyperpriorTransforms:
         otherwise one analysis serves every quality, rescaled by :meth:`apply_gain`."""
         return self.log_level_scale_a is not None
 
-    def level_scales(self, log_scales: np.ndarray | None, quality: float) -> list[np.ndarray] | None:
-        """The channel scales after each GDN (h_a: leaky ReLU) of a transform at a quality, from its per-level
-        ``log_scales`` (interpolated between the quality's two levels like the gains), or None
-        for a transform without them."""
+    def level_scales(self, side: str, quality: float) -> dict[int, np.ndarray]:
+        """The channel scales inside the analysis (``side`` ``"a"``), the synthesis (``"s"``)
+        or the hyper-analysis (``"h"``) at a quality, keyed by the layer they follow
+        (:data:`LEVEL_SCALE_AFTER`; interpolated between the quality's two levels like the
+        gains); empty for a transform without them."""
+        log_scales = getattr(self, f"log_level_scale_{side}")
         if log_scales is None:
-            return None
-        return list(np.exp(self._at_quality(log_scales, quality)).astype(np.float32))
+            return {}
+        scales = np.exp(self._at_quality(log_scales, quality)).astype(np.float32)
+        return dict(zip(LEVEL_SCALE_AFTER[side], scales))
 
     def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         """The gained latent ``(1, M, H/16, W/16)`` of ``(H, W, 3)`` uint8 pixels."""
@@ -196,14 +197,14 @@ class HyperpriorTransforms:
         """The latent before the quality's gain, ``(1, M, H/16, W/16)`` float32: the costly
         part of :meth:`analysis`, the same for every quality unless
         :attr:`analysis_depends_on_quality`."""
-        scales = self.level_scales(self.log_level_scale_a, quality)
+        scales = self.level_scales("a", quality)
         x = pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)
         for i, (w, b, k) in enumerate(self.g_a):
             x = conv2d(x, w, b, stride=2, padding=k // 2)
             if i < len(self.g_a_gdn):
                 x = gdn(x, *self.g_a_gdn[i], inverse=False)
-                if scales is not None:
-                    x *= scales[LEVEL_SCALE_AFTER.index(2 * i + 1)]
+                if 2 * i + 1 in scales:
+                    x *= scales[2 * i + 1]
                 x = _residual(x, self.g_a_res.get(2 * i + 1))
         return x.transpose(2, 0, 1)[None]
 
@@ -215,14 +216,14 @@ class HyperpriorTransforms:
     def hyper_analysis(self, y: np.ndarray, quality: float) -> np.ndarray:
         """``z`` ``(1, N, h/4, w/4)`` of a gained latent ``(1, M, h, w)`` of a quality (which
         matters with ``level_scales_h`` only)."""
-        scales = self.level_scales(self.log_level_scale_h, quality)
+        scales = self.level_scales("h", quality)
         x = np.ascontiguousarray(y[0].transpose(1, 2, 0), dtype=np.float32)
         for i, (w, b, k) in enumerate(self.h_a):
             x = conv2d(x, w, b, stride=1 if i == 0 else 2, padding=k // 2)
             if i < len(self.h_a) - 1:
                 x = leaky_relu(x)
-                if scales is not None:
-                    x *= scales[HYPER_LEVEL_SCALE_AFTER.index(2 * i + 1)]
+                if 2 * i + 1 in scales:
+                    x *= scales[2 * i + 1]
         return x.transpose(2, 0, 1)[None]
 
     def synthesis(self, y_hat: np.ndarray, quality: float) -> np.ndarray:
@@ -233,14 +234,14 @@ class HyperpriorTransforms:
         result then holds infinities or NaNs, silently (the caller turns them into pixels).
         """
         _, inv_gain = self.gains(quality)
-        scales = self.level_scales(self.log_level_scale_s, quality)
+        scales = self.level_scales("s", quality)
         x = np.ascontiguousarray(y_hat[0].transpose(1, 2, 0), dtype=np.float32) * inv_gain
         with np.errstate(over="ignore", invalid="ignore"):
             for i, (w, b, k) in enumerate(self.g_s):
                 x = conv_transpose2d(x, w, b, stride=2, padding=k // 2, output_padding=1)
                 if i < len(self.g_s_gdn):
                     x = gdn(x, *self.g_s_gdn[i], inverse=True)
-                    if scales is not None:
-                        x *= scales[LEVEL_SCALE_AFTER.index(2 * i + 1)]
+                    if 2 * i + 1 in scales:
+                        x *= scales[2 * i + 1]
                     x = _residual(x, self.g_s_res.get(2 * i + 1))
             return (x + np.float32(0.5)).transpose(2, 0, 1)[None]
