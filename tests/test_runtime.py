@@ -112,7 +112,9 @@ def test_transposed_conv_matches_torch(cin, cout, k, h, w, chunk, monkeypatch):
                                     {"N": 8, "M": 12, "Na": 16, "res_a": 3, "res_s": 2},
                                     {"N": 8, "M": 12, "Na": 16, "res_a": 2, "level_scales_a": True},
                                     {"N": 8, "M": 12, "Ns": 16, "res_s": 1, "level_scales_s": True},
-                                    {"N": 8, "M": 12, "level_scales_h": True}])
+                                    {"N": 8, "M": 12, "level_scales_h": True},
+                                    {"N": 8, "M": 12, "Na": 16, "level_scales_a": True,
+                                     "level_bias_a": True}])
 @torch.no_grad()
 def test_numpy_transforms_compute_what_the_torch_model_computes(config):
     model = build_model("hyperprior", **config).double().eval()
@@ -159,6 +161,14 @@ def test_numpy_transforms_refuse_weights_of_another_shape():
         HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_s=True)
     with pytest.raises(ValueError, match="missing 'log_level_scale_h'"):
         HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_h=True)
+    # and the analysis' level offsets, which only come with its scales
+    arrays = {k: v.numpy() for k, v in build_model("hyperprior", N=8, M=12, level_scales_a=True).state_dict().items()}
+    with pytest.raises(ValueError, match="missing 'level_bias_a'"):
+        HyperpriorTransforms(arrays, N=8, M=12, level_scales_a=True, level_bias_a=True)
+    with pytest.raises(ValueError, match="level_bias_a needs level_scales_a"):
+        HyperpriorTransforms(arrays, N=8, M=12, level_bias_a=True)
+    with pytest.raises(ValueError, match="level_bias_a needs level_scales_a"):
+        build_model("hyperprior", N=8, M=12, level_bias_a=True)
 
 
 def test_auto_device_without_an_nvidia_driver_does_not_consult_torch(monkeypatch):

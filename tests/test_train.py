@@ -16,7 +16,7 @@ from lcodec.train.latent_headroom import headroom
 from lcodec.models import DEFAULT_LAMBDAS, build_model
 from lcodec.train.loop import (DEFAULT_M, CompiledForward, DivergenceGuard, TrainConfig, jpeg_points,
                                level_weights, train, validate)
-from lcodec.train.levels import check_lambdas, retarget_levels
+from lcodec.train.levels import LEVEL_BIAS_KEYS, LEVEL_SCALE_KEYS, check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.reopen import reopen_channels, shut_channels
 from lcodec.train.narrow import channel_activity, narrow_latents
@@ -315,13 +315,16 @@ def test_widened_synthesis_decodes_the_same_image_and_leaves_the_encoder_alone()
 @torch.no_grad()
 def test_widened_transforms_keep_their_residual_blocks_and_level_scales():
     config = dict(N=8, M=8, res_a=2, res_s=1, level_scales_a=True, level_scales_s=True,
-                  level_scales_h=True)
+                  level_scales_h=True, level_bias_a=True)
     narrow = _perturbed(build_model("hyperprior", Na=12, Ns=12, **config)).double()
     wide = build_model("hyperprior", Na=20, Ns=16, **config).double()
     widen_hidden(narrow.state_dict(), wide)
     assert wide.log_level_scale_a.shape == (8, 3, 20) and wide.log_level_scale_s.shape == (8, 3, 16)
     assert torch.equal(wide.log_level_scale_a[..., :12], narrow.log_level_scale_a)
     assert torch.equal(wide.log_level_scale_a[..., 12:], torch.zeros(8, 3, 8, dtype=torch.float64))
+    assert wide.level_bias_a.shape == (8, 3, 20) and narrow.level_bias_a.abs().sum() > 0
+    assert torch.equal(wide.level_bias_a[..., :12], narrow.level_bias_a)
+    assert torch.equal(wide.level_bias_a[..., 12:], torch.zeros(8, 3, 8, dtype=torch.float64))
     assert wide.g_a_res["5"].body[0].weight[12:].abs().sum() > 0
     gen = torch.Generator().manual_seed(4)
     x = torch.rand(1, 3, 96, 64, generator=gen, dtype=torch.float64)
@@ -451,8 +454,9 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
 
     plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1))
     scaled = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, level_scales_a=True,
-                         level_scales_s=True, level_scales_h=True)
-    assert load_adding_blocks(scaled, plain.state_dict()) == 0  # no block added, the scales at 1
+                         level_scales_s=True, level_scales_h=True, level_bias_a=True)
+    # no block added; the scales at 1, the analysis' offsets at 0
+    assert load_adding_blocks(scaled, plain.state_dict()) == 0
     scaled.eval()
     x = torch.from_numpy(synthetic_photo(64, 64, seed=4)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
@@ -461,8 +465,9 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
             assert torch.equal(scaled.analysis(x, q), plain.analysis(x, q))
             assert torch.equal(scaled.hyper_analysis(y, q), plain.hyper_analysis(y, q))
             assert torch.equal(scaled.synthesis(y, q), plain.synthesis(y, q))
-        for side, stage, arg in (("a", "analysis", x), ("s", "synthesis", y), ("h", "hyper_analysis", y)):
-            param = getattr(scaled, f"log_level_scale_{side}")
+        for key, stage, arg in (("log_level_scale_a", "analysis", x), ("log_level_scale_s", "synthesis", y),
+                                ("log_level_scale_h", "hyper_analysis", y), ("level_bias_a", "analysis", x)):
+            param = getattr(scaled, key)
             param[7] += 0.2  # the top level's own transform
             assert not torch.allclose(getattr(scaled, stage)(arg, 8.0), getattr(plain, stage)(arg, 8.0))
             assert torch.equal(getattr(scaled, stage)(arg, 7.0), getattr(plain, stage)(arg, 7.0))
@@ -470,6 +475,7 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
             param[7] -= 0.1
             param[6] += 0.1
             assert torch.allclose(getattr(scaled, stage)(arg, 7.5), halfway, atol=1e-6)
+            param[6:] = 0
     with pytest.raises(ValueError, match="analysis depends on the quality"):
         scaled.transform_a(x - 0.5)
     with pytest.raises(ValueError, match="synthesis depends on the quality"):
@@ -483,18 +489,19 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
         out = scaled(torch.cat([x, x]), torch.tensor([2, 5]))
         bits = -out["y_likelihoods"].log2().sum() - out["z_likelihoods"].log2().sum()
         (((out["x_hat"] - x) ** 2).mean() + 1e-3 * bits).backward()
-    for param in (scaled.log_level_scale_a, scaled.log_level_scale_s, scaled.log_level_scale_h):
+    per_level = (scaled.log_level_scale_a, scaled.log_level_scale_s, scaled.log_level_scale_h,
+                 scaled.level_bias_a)
+    for param in per_level:
         grad = param.grad.abs().sum(dim=(1, 2))
         assert grad[2] > 0 and grad[5] > 0 and grad[[0, 1, 3, 4, 6, 7]].sum() == 0
     assert is_encoder_parameter("log_level_scale_a") and not is_encoder_parameter("log_level_scale_s")
-    assert is_encoder_parameter("log_level_scale_h")
+    assert is_encoder_parameter("log_level_scale_h") and is_encoder_parameter("level_bias_a")
     lifted = param_groups(scaled, 10.0)[1]
-    assert lifted["lr_mult"] == 10.0 and {id(p) for p in lifted["params"]} >= {
-        id(scaled.log_level_scale_a), id(scaled.log_level_scale_s), id(scaled.log_level_scale_h)}
+    assert lifted["lr_mult"] == 10.0 and {id(p) for p in lifted["params"]} >= {id(p) for p in per_level}
     # moving the levels moves the scales like the gains
     moved = retarget_levels(scaled.state_dict(), DEFAULT_LAMBDAS[:4] + (0.1, 0.2))
     assert moved["log_level_scale_a"].shape == (6, 3, 16) and moved["log_level_scale_s"].shape == (6, 3, 8)
-    assert moved["log_level_scale_h"].shape == (6, 2, 8)
+    assert moved["log_level_scale_h"].shape == (6, 2, 8) and moved["level_bias_a"].shape == (6, 3, 16)
     assert torch.equal(moved["log_level_scale_s"][1], scaled.state_dict()["log_level_scale_s"][1])
 
 
@@ -502,20 +509,23 @@ def test_train_adds_level_scales_resumes_them_and_the_codec_codes_with_them(phot
                                                                            monkeypatch):
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, max_steps=3, crop=64,
                batch=2, threads="1", compile="off", init_from="hyperprior", gain_lr_mult=10.0)
-    ckpt = train(TrainConfig(**cfg, level_scales_a=True, level_scales_s=True, level_scales_h=True))
+    with pytest.raises(ValueError, match="--level-bias-a needs the analysis' level scales"):
+        train(TrainConfig(**cfg, level_bias_a=True))
+    ckpt = train(TrainConfig(**cfg, level_scales_a=True, level_scales_s=True, level_scales_h=True,
+                             level_bias_a=True))
     assert ("analysis level scales added at 1; synthesis level scales added at 1; hyper-analysis "
-            "level scales added at 1") in capsys.readouterr().out
+            "level scales added at 1; analysis level offsets added at 0") in capsys.readouterr().out
     config = json.loads(torch.load(ckpt, weights_only=True)["config_json"])
     assert config["level_scales_a"] is True and config["level_scales_s"] is True
-    assert config["level_scales_h"] is True
+    assert config["level_scales_h"] is True and config["level_bias_a"] is True
     train(TrainConfig(**{**cfg, "minutes": 5.0, "max_steps": 5}))  # resumes with its scales
     folder = tmp_path / "weights"
     export_checkpoint(ckpt, "hyperprior", folder=folder)
     entry = json.loads((folder / "manifest.json").read_text())["models"][0]
     assert entry["config"]["level_scales_a"] is True and entry["config"]["level_scales_s"] is True
-    assert entry["config"]["level_scales_h"] is True
+    assert entry["config"]["level_scales_h"] is True and entry["config"]["level_bias_a"] is True
     shipped = load_state_dict(folder / entry["file"])
-    assert all(shipped[f"log_level_scale_{side}"].abs().sum() > 0 for side in "ash")
+    assert all(shipped[key].abs().sum() > 0 for key in LEVEL_SCALE_KEYS + LEVEL_BIAS_KEYS)
     monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
     codec = Codec("cpu")
     pixels = synthetic_photo(96, 64, seed=5)

@@ -34,13 +34,17 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.180
 
 
 def _run(layers: nn.Sequential, blocks: nn.ModuleDict | dict, x: torch.Tensor,
-         scales: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+         scales: dict[int, torch.Tensor] | None = None,
+         shifts: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """``layers`` with each of ``blocks`` applied after the layer its key names, and the
-    output of layer ``i`` multiplied by ``scales[i]`` (channel-wise) first where given."""
+    output of layer ``i`` multiplied by ``scales[i]``, then offset by ``shifts[i]``
+    (channel-wise) first where given."""
     for i, layer in enumerate(layers):
         x = layer(x)
         if scales and i in scales:
             x = x * scales[i].to(x.dtype)
+        if shifts and i in shifts:
+            x = x + shifts[i].to(x.dtype)
         if str(i) in blocks:
             x = blocks[str(i)](x)
     return x
@@ -87,6 +91,10 @@ class MeanScaleHyperprior(nn.Module):
             leaky ReLUs (``log_level_scale_h``, ``(levels, 2, N)``), so that the side
             information ``z`` can summarize ``y`` differently per level (encoder only: ``h_s``
             and the entropy tables are as before).
+        level_bias_a: with ``level_scales_a``, give every quality level a channel offset too,
+            added after each of the analysis' scales (``level_bias_a``, ``(levels, 3, Na)``,
+            interpolated like the scales), so that each level can move its features on the
+            next GDN's curve as well as stretch them (encoder only; starts at 0).
     """
 
     family = "hyperprior"
@@ -96,8 +104,10 @@ class MeanScaleHyperprior(nn.Module):
                  Na: int | None = None, Ns: int | None = None,
                  hyper_hidden: tuple[int, int] | None = None, res_a: int = 0, res_s: int = 0,
                  level_scales_a: bool = False, level_scales_s: bool = False,
-                 level_scales_h: bool = False):
+                 level_scales_h: bool = False, level_bias_a: bool = False):
         super().__init__()
+        if level_bias_a and not level_scales_a:
+            raise ValueError("level_bias_a needs level_scales_a")
         blocks_a, blocks_s = block_positions(res_a, res_s)
         self.res_a, self.res_s = res_a, res_s
         self.N, self.M = N, M
@@ -132,6 +142,9 @@ class MeanScaleHyperprior(nn.Module):
             if wanted:
                 shape = (len(lambdas), len(LEVEL_SCALE_AFTER[side]), width)
                 setattr(self, f"log_level_scale_{side}", nn.Parameter(torch.zeros(shape)))
+        self.has_level_bias_a = bool(level_bias_a)
+        if level_bias_a:
+            self.level_bias_a = nn.Parameter(torch.zeros(len(lambdas), len(LEVEL_SCALE_AFTER["a"]), Na))
 
     @property
     def num_levels(self) -> int:
@@ -184,12 +197,29 @@ class MeanScaleHyperprior(nn.Module):
         scales = log.exp()[..., None, None]
         return {layer: scales[:, i] for i, layer in enumerate(LEVEL_SCALE_AFTER[side])}
 
+    def level_shifts(self, quality: float | None = None,
+                     level: torch.Tensor | None = None) -> dict[int, torch.Tensor] | None:
+        """The analysis' per-level channel offsets (``level_bias_a``), shaped and keyed like
+        :meth:`level_scales`; None for a model without them."""
+        if not self.has_level_bias_a:
+            return None
+        if level is not None:
+            bias = self.level_bias_a[level]
+        elif quality is not None:
+            bias = self._at_quality(self.level_bias_a, quality)[None]
+        else:
+            raise ValueError("this model's analysis depends on the quality (level_bias_a): "
+                             "pass quality or level")
+        bias = bias[..., None, None]
+        return {layer: bias[:, i] for i, layer in enumerate(LEVEL_SCALE_AFTER["a"])}
+
     def transform_a(self, x: torch.Tensor, quality: float | None = None,
                     level: torch.Tensor | None = None) -> torch.Tensor:
         """The analysis transform (``g_a`` and its residual blocks) of centred pixels, before
         the gains. A model with ``level_scales_a`` needs the ``quality`` (or one ``level`` per
-        image, training): see :meth:`level_scales`."""
-        return _run(self.g_a, self.g_a_res, x, self.level_scales("a", quality, level))
+        image, training): see :meth:`level_scales` and :meth:`level_shifts`."""
+        return _run(self.g_a, self.g_a_res, x, self.level_scales("a", quality, level),
+                    self.level_shifts(quality, level))
 
     def transform_s(self, y: torch.Tensor, quality: float | None = None,
                     level: torch.Tensor | None = None) -> torch.Tensor:

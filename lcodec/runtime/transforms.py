@@ -92,14 +92,19 @@ class HyperpriorTransforms:
             channels per quality level after each GDN (``log_level_scale_a``), so that it
             depends on the quality; with ``level_scales_s`` the synthesis likewise
             (``log_level_scale_s``), with ``level_scales_h`` the hyper-analysis after its leaky
-            ReLUs (``log_level_scale_h``).
+            ReLUs (``log_level_scale_h``). With ``level_bias_a`` (which needs
+            ``level_scales_a``) the analysis adds a per-level channel offset after each of
+            its scales (``level_bias_a``).
 
     Raises ``ValueError`` when an expected array is missing or has the wrong shape.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
                  Ns: int | None = None, res_a: int = 0, res_s: int = 0, level_scales_a: bool = False,
-                 level_scales_s: bool = False, level_scales_h: bool = False, **_other) -> None:
+                 level_scales_s: bool = False, level_scales_h: bool = False,
+                 level_bias_a: bool = False, **_other) -> None:
+        if level_bias_a and not level_scales_a:
+            raise ValueError("level_bias_a needs level_scales_a")
         Na, Ns = Na or N, Ns or N
         blocks_a, blocks_s = block_positions(res_a, res_s)
         self.N, self.M, self.Na, self.Ns = N, M, Na, Ns
@@ -148,6 +153,8 @@ class HyperpriorTransforms:
             shape = (levels, len(LEVEL_SCALE_AFTER[side]), width)
             setattr(self, f"log_level_scale_{side}",
                     get(f"log_level_scale_{side}", shape) if wanted else None)
+        self.level_bias_a = (get("level_bias_a", (levels, len(LEVEL_SCALE_AFTER["a"]), Na))
+                             if level_bias_a else None)
 
     def bytes_per_pixel(self, encoder: bool) -> int:
         """Peak working memory per pixel of a window: of the analysis (``encoder``), which
@@ -189,6 +196,14 @@ class HyperpriorTransforms:
         scales = np.exp(self._at_quality(log_scales, quality)).astype(np.float32)
         return dict(zip(LEVEL_SCALE_AFTER[side], scales))
 
+    def level_shifts(self, quality: float) -> dict[int, np.ndarray]:
+        """The analysis' per-level channel offsets at a quality (``level_bias_a``), keyed by
+        layer like :meth:`level_scales`; empty for an analysis without them."""
+        if self.level_bias_a is None:
+            return {}
+        shifts = self._at_quality(self.level_bias_a, quality).astype(np.float32)
+        return dict(zip(LEVEL_SCALE_AFTER["a"], shifts))
+
     def analysis(self, pixels: np.ndarray, quality: float) -> np.ndarray:
         """The gained latent ``(1, M, H/16, W/16)`` of ``(H, W, 3)`` uint8 pixels."""
         return self.apply_gain(self.analysis_unscaled(pixels, quality), quality)
@@ -197,7 +212,7 @@ class HyperpriorTransforms:
         """The latent before the quality's gain, ``(1, M, H/16, W/16)`` float32: the costly
         part of :meth:`analysis`, the same for every quality unless
         :attr:`analysis_depends_on_quality`."""
-        scales = self.level_scales("a", quality)
+        scales, shifts = self.level_scales("a", quality), self.level_shifts(quality)
         x = pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)
         for i, (w, b, k) in enumerate(self.g_a):
             x = conv2d(x, w, b, stride=2, padding=k // 2)
@@ -205,6 +220,8 @@ class HyperpriorTransforms:
                 x = gdn(x, *self.g_a_gdn[i], inverse=False)
                 if 2 * i + 1 in scales:
                     x *= scales[2 * i + 1]
+                if 2 * i + 1 in shifts:
+                    x += shifts[2 * i + 1]
                 x = _residual(x, self.g_a_res.get(2 * i + 1))
         return x.transpose(2, 0, 1)[None]
 

@@ -80,6 +80,9 @@ SEED_HELP = ("Seeds new layers and the data: crops, quality levels and noise are
 @click.option("--level-scales-h", "level_scales_h", is_flag=True, default=False,
               help="The same inside the hyper-analysis (the encoder's side information), after "
                    "its two leaky ReLUs.")
+@click.option("--level-bias-a", "level_bias_a", is_flag=True, default=False,
+              help="Per-level channel offsets inside the analysis, added after its level scales "
+                   "(which it needs; encoder only). Added to weights without them as zeros.")
 @click.option("--lambdas", default=None,
               callback=lambda ctx, param, value: _parse_lambdas(value) if value else None,
               help="The quality levels' rate-distortion trade-offs, comma-separated, increasing "

@@ -3,7 +3,7 @@
 With gain units, a quality level is a rate-distortion trade-off ``lambda`` plus one learned
 gain and inverse-gain vector; the transforms are shared by all levels. To give ``-q 1..8``
 another span (e.g. reach lower rates), :func:`retarget_levels` keeps the transforms and sets
-each new level's log-gains (and the transforms' log-scales, when the model has them) by interpolating
+each new level's log-gains (and the transforms' log-scales and offsets, when the model has them) by interpolating
 the trained ones linearly in ``log lambda`` (extrapolating the end segments beyond the trained
 span), per channel. Training then adapts
 the gains, which is fast: they are a few hundred numbers per level.
@@ -18,7 +18,10 @@ GAIN_KEYS = ("log_gain", "log_inv_gain")
 # The transforms' per-level channel scales (level_scales_a / _s / _h): (levels, 3, Na) /
 # (levels, 3, Ns) / (levels, 2, N)
 LEVEL_SCALE_KEYS = ("log_level_scale_a", "log_level_scale_s", "log_level_scale_h")
-LEVEL_KEYS = GAIN_KEYS + LEVEL_SCALE_KEYS  # the parameters with one entry per quality level
+# The analysis' per-level channel offsets (level_bias_a): (levels, 3, Na), added after its scales.
+LEVEL_BIAS_KEYS = ("level_bias_a",)
+# The parameters with one entry per quality level
+LEVEL_KEYS = GAIN_KEYS + LEVEL_SCALE_KEYS + LEVEL_BIAS_KEYS
 
 
 def check_lambdas(lambdas: Sequence[float]) -> tuple[float, ...]:

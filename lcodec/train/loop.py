@@ -28,7 +28,7 @@ from ..models import DEFAULT_LAMBDAS, build_model
 from ..models.entropy_models import SCALE_BOUND
 from ..models.hyperprior import default_hyper_hidden
 from .data import CropSampler, center_crops, data_seed, list_images, load_rgb, split_holdout, weights_fingerprint
-from .levels import LEVEL_KEYS, LEVEL_SCALE_KEYS, lambdas_of
+from .levels import LEVEL_BIAS_KEYS, LEVEL_KEYS, LEVEL_SCALE_KEYS, lambdas_of
 from .widen import context_widths, hidden_widths, hyper_widths, latent_width
 
 DEFAULT_M = 96  # latent channels of a model trained from scratch without --M
@@ -48,6 +48,7 @@ class TrainConfig:
     level_scales_a: bool = False  # per-level channel scales in the analysis (added to weights without)
     level_scales_s: bool = False  # and in the synthesis
     level_scales_h: bool = False  # and in the hyper-analysis
+    level_bias_a: bool = False    # per-level channel offsets after the analysis' scales
     lambdas: tuple[float, ...] | None = None  # levels (None: the resumed run's, else the initial weights')
     crop: int = 128
     batch: int = 16
@@ -361,11 +362,11 @@ class WeightAverage:
 
 
 # The parameters only the encoder uses: the analysis and the hyper-analysis (their level scales
-# included) and the gains applied before quantization. Everything else (synthesis and its
+# and offsets included) and the gains applied before quantization. Everything else (synthesis and its
 # level scales, hyper-synthesis, densities, context and group networks, inverse gains) is what
 # a decoder needs.
 ENCODER_PREFIXES = ("g_a.", "g_a_res.", "h_a.")
-ENCODER_KEYS = ("log_gain", "log_level_scale_a", "log_level_scale_h")
+ENCODER_KEYS = ("log_gain", "log_level_scale_a", "log_level_scale_h", "level_bias_a")
 
 
 def is_encoder_parameter(name: str) -> bool:
@@ -541,21 +542,25 @@ def _res_blocks(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
 
 
 def _level_scales(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
-    """The per-level channel scales of the run's transforms (``level_scales_a`` / ``_s`` /
-    ``_h`` config keys, when true): the resumed run's, else those asked for or of the initial weights
-    (added as ones when they lack them, :func:`load_adding_blocks`)."""
+    """The per-level channel scales and offsets of the run's transforms (``level_scales_a`` /
+    ``_s`` / ``_h`` and ``level_bias_a`` config keys, when true): the resumed run's, else those
+    asked for or of the initial weights (added as ones, or zeros, when they lack them,
+    :func:`load_adding_blocks`)."""
     out = {}
-    for side, key in zip("ash", LEVEL_SCALE_KEYS):
-        name, asked = f"level_scales_{side}", getattr(cfg, f"level_scales_{side}")
+    names = [f"level_scales_{side}" for side in "ash"] + list(LEVEL_BIAS_KEYS)
+    for name, key in zip(names, LEVEL_SCALE_KEYS + LEVEL_BIAS_KEYS):
+        asked = getattr(cfg, name)
         if resumed:
             have = bool(resumed.get(name))
             if asked and not have:
-                raise ValueError(f"a resumed run keeps its transforms: add level scales ({name}) "
-                                 "in a new run started with --init-from")
+                raise ValueError(f"a resumed run keeps its transforms: add level scales or offsets "
+                                 f"({name}) in a new run started with --init-from")
         else:
             have = asked or (init is not None and key in init)
         if have:
             out[name] = True
+    if out.get("level_bias_a") and not out.get("level_scales_a"):
+        raise ValueError("--level-bias-a needs the analysis' level scales (--level-scales-a)")
     return out
 
 
@@ -570,12 +575,13 @@ def load_adding_blocks(model: torch.nn.Module, init: dict[str, torch.Tensor]) ->
     were added; any other missing or unexpected tensor is an error, as in
     ``load_state_dict``."""
     missing = [k for k in model.state_dict() if k not in init]
-    if any(not k.startswith(("g_a_res.", "g_s_res.")) and k not in LEVEL_SCALE_KEYS for k in missing):
+    per_level = LEVEL_SCALE_KEYS + LEVEL_BIAS_KEYS
+    if any(not k.startswith(("g_a_res.", "g_s_res.")) and k not in per_level for k in missing):
         model.load_state_dict(init)  # raises, naming what does not fit
     result = model.load_state_dict(init, strict=False)
     if result.unexpected_keys:
         raise ValueError(f"the initial weights have tensors the model has not: {result.unexpected_keys[:4]}")
-    return len({".".join(k.split(".")[:2]) for k in result.missing_keys if k not in LEVEL_SCALE_KEYS})
+    return len({".".join(k.split(".")[:2]) for k in result.missing_keys if k not in per_level})
 
 
 def _same_levels(a, b) -> bool:
@@ -701,9 +707,11 @@ def train(cfg: TrainConfig) -> Path:
             added = load_adding_blocks(model, init)
             print(f"initialized from {cfg.init_from}"
                   + (f"; {added} residual blocks added as identities" if added else "")
-                  + "".join(f"; {name} level scales added at 1"
-                            for name, key in zip(("analysis", "synthesis", "hyper-analysis"),
-                                                 LEVEL_SCALE_KEYS)
+                  + "".join(f"; {name} added at {start}"
+                            for name, start, key in zip(
+                                ("analysis level scales", "synthesis level scales",
+                                 "hyper-analysis level scales", "analysis level offsets"),
+                                (1, 1, 1, 0), LEVEL_SCALE_KEYS + LEVEL_BIAS_KEYS)
                             if key in model.state_dict() and key not in init), flush=True)
     if ck is None and cfg.adam_from:
         from .adam_state import carry_adam_moments, group_names, saved_parameter_names

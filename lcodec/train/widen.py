@@ -32,7 +32,7 @@ from torch import nn
 
 from ..models.entropy_models import SCALE_BOUND
 from ..models.layers import GDN
-from .levels import LEVEL_SCALE_KEYS
+from .levels import LEVEL_BIAS_KEYS, LEVEL_SCALE_KEYS
 
 # The analysis transform ``g_a``: conv, GDN, conv, GDN, conv, GDN, conv (to the latent).
 _ANALYSIS_CONVS = ("g_a.0", "g_a.2", "g_a.4", "g_a.6")
@@ -170,7 +170,8 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
     zero weights, so the entropy parameters, and every coded bit, stay as they were; so do the
     group networks. The residual blocks of a widened transform widen like its convolutions (a
     new channel enters the old ones' block through zero weights), and its per-level channel
-    scales (``level_scales_a`` / ``_s``) give the new channels scales of 1. Widening the
+    scales and offsets (``level_scales_a`` / ``_s``, ``level_bias_a``) give the new channels
+    scales of 1 and offsets of 0. Widening the
     analysis changes encoding cost only; widening the synthesis or the group networks changes
     decoding cost.
     Raises ``ValueError`` if ``model`` is narrower or differs in anything but those widths.
@@ -215,9 +216,9 @@ def widen_hidden(old: dict[str, torch.Tensor], model: nn.Module) -> None:
             n_old = src.shape[0]
             t[:n_old, :] = zero_gamma               # old units: nothing from the new ones
             t[:n_old, :n_old] = src
-        elif key in LEVEL_SCALE_KEYS:               # (levels, positions, channels), log scale
+        elif key in LEVEL_SCALE_KEYS + LEVEL_BIAS_KEYS:  # (levels, positions, channels)
             t[..., :src.shape[-1]] = src
-            t[..., src.shape[-1]:] = 0              # the new channels: scale 1
+            t[..., src.shape[-1]:] = 0              # the new channels: scale 1, offset 0
         else:
             raise ValueError(f"{key!r} differs in shape ({tuple(src.shape)} -> "
                              f"{tuple(target.shape)}) in a way widening does not handle")
