@@ -14,8 +14,9 @@ from lcodec.train.export import export_checkpoint
 from lcodec.train.kodak_probe import classical_curves, load_checkpoint_model, probe
 from lcodec.train.latent_headroom import headroom
 from lcodec.models import DEFAULT_LAMBDAS, build_model
-from lcodec.train.loop import (DEFAULT_M, CompiledForward, DivergenceGuard, TrainConfig, jpeg_points,
+from lcodec.train.loop import (CompiledForward, DivergenceGuard, TrainConfig, jpeg_points,
                                level_weights, train, validate)
+from lcodec.train.start import DEFAULT_M
 from lcodec.train.levels import LEVEL_BIAS_KEYS, LEVEL_SCALE_KEYS, check_lambdas, retarget_levels
 from lcodec.train.pca_ceiling import blocks, pca_psnr
 from lcodec.train.reopen import reopen_channels, shut_channels
@@ -396,7 +397,7 @@ def test_train_widens_the_analysis_of_the_weights_it_starts_from_and_exports_it(
 
 @torch.no_grad()
 def test_residual_blocks_added_to_trained_weights_start_as_identities():
-    from lcodec.train.loop import load_adding_blocks
+    from lcodec.train.start import load_adding_blocks
 
     plain = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16)
     gen = torch.Generator().manual_seed(3)
@@ -450,7 +451,8 @@ def test_train_adds_residual_blocks_to_its_weights_resumes_them_and_exports_them
 
 
 def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_its_transforms():
-    from lcodec.train.loop import is_encoder_parameter, load_adding_blocks, param_groups
+    from lcodec.train.loop import is_encoder_parameter, param_groups
+    from lcodec.train.start import load_adding_blocks
 
     plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1))
     scaled = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, level_scales_a=True,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .loop import is_encoder_parameter, load_weights
+from .loop import is_encoder_parameter
+from .start import load_weights
 
 
 def swap_encoder(encoder_state: dict[str, torch.Tensor], target_state: dict[str, torch.Tensor]

@@ -31,7 +31,8 @@ from ..models.entropy_models import gaussian_likelihood
 from ..models.grouped_context import GROUP_PREFIXES
 from .latent_loop import LoopSettings, photo_latents, run_on_latents
 from .data import list_images, split_holdout, weights_fingerprint
-from .loop import keep_freed_memory, load_weights, resume
+from .loop import keep_freed_memory, resume
+from .start import load_weights
 
 
 DEFAULT_GROUPS = (16, 16, 32, 64, 64)
