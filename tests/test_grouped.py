@@ -501,7 +501,9 @@ def test_init_from_names_an_older_shipped_version():
     with pytest.raises(WeightsError, match="grouped v999 are not installed"):
         find_spec("grouped:v999")
     start, older = load_weights_state("grouped"), load_weights_state("grouped:v5")
-    assert start["g_a.0.weight"].shape == older["g_a.0.weight"].shape
+    # both are whole models: RGB in through the analysis' 5x5 first layer, whose width may grow
+    # (v19: 160 channels against v5's 128)
+    assert start["g_a.0.weight"].shape[1:] == older["g_a.0.weight"].shape[1:] == (3, 5, 5)
     # newer versions may add layers (v13: the analysis' residual blocks), never drop v5's
     assert older.keys() <= start.keys()
     assert any(not torch.equal(start[k], older[k]) for k in older)
