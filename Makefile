@@ -59,6 +59,7 @@ train: setup runs/photos-every-5th
 runs/photos-every-5th:
 	rm -rf $@.tmp && mkdir -p $@.tmp
 	ls $(TRAIN) | sort | awk 'NR%5==1' | while read -r f; do ln -s "$$(realpath "$(TRAIN)/$$f")" $@.tmp/; done
+	test -n "$$(ls $@.tmp)" || { echo "no training photos in $(TRAIN)" >&2; rm -rf $@.tmp; exit 1; }
 	mv $@.tmp $@
 
 # The `context` model trained end to end (runs 36-39's recipe, context v10 and v11).
