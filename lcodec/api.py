@@ -128,7 +128,8 @@ class Codec:
 
     Args:
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``.
-        model: name of the model to encode with (default: the manifest's default model).
+        model: the model to encode with, ``NAME`` (its newest version) or ``NAME:vN``
+            (default: the manifest's default model).
         tile: tile size in pixels (a multiple of 64; None: chosen from the memory budget).
         max_memory_mb: memory budget of the transforms (None: from the machine).
         effort: encoder effort 1..7 (:func:`refinement_steps`): higher efforts search for
@@ -138,11 +139,12 @@ class Codec:
     def __init__(self, device: str = "auto", model: str | None = None, tile: int | None = None,
                  max_memory_mb: int | None = None, effort: int = 1) -> None:
         from .device import memory_budget, select_device
+        from .weights import parse_spec
 
         self.refine_steps = refinement_steps(effort)
 
         self.device = select_device(device)
-        self.model_name = model
+        self.model_name, self.model_version = (None, None) if model is None else parse_spec(model)
         if tile is not None and (tile < 0 or tile % ALIGN):
             raise LcodecError(f"tile size must be 0 (automatic) or a multiple of {ALIGN}, got {tile}")
         self.tile = tile or None
@@ -160,6 +162,13 @@ class Codec:
             self._pipelines[key] = CodecPipeline(load_model(name, version), device)
         return self._pipelines[key]
 
+    def _encoding_pipeline(self):
+        return self._pipeline(self.model_name, self.model_version)
+
+    def encoding_model(self) -> str:
+        """The label (``NAME vN``) of the weights this codec encodes with (loading them)."""
+        return self._encoding_pipeline().loaded.entry.label
+
     def encode_pixels(self, pixels: np.ndarray, channels: int, quality: float = DEFAULT_QUALITY, *,
                       alpha: np.ndarray | None = None, icc: bytes | None = None,
                       exif: bytes | None = None) -> bytes:
@@ -176,7 +185,7 @@ class Codec:
             raise LcodecError(f"alpha plane of shape {alpha.shape} does not match the "
                               f"{pixels.shape[1]}x{pixels.shape[0]} image")
         ancillary = metadata.ancillary_chunks(icc, exif)
-        pipe = self._pipeline(self.model_name)
+        pipe = self._encoding_pipeline()
         entry = pipe.loaded.entry
         height, width = pixels.shape[:2]
         tile = self.tile_size(width, height)
@@ -193,7 +202,7 @@ class Codec:
         (0 when the image fits in one tile)."""
         if self.tile:
             return 0 if max(padded(width), padded(height)) <= self.tile else self.tile
-        per_pixel = self._pipeline(self.model_name).loaded.transforms.bytes_per_pixel(encoder=True)
+        per_pixel = self._encoding_pipeline().loaded.transforms.bytes_per_pixel(encoder=True)
         return choose_tile_size(width, height, self.budget, per_pixel)
 
     def encode(self, image: Image.Image | str | Path, quality: float = DEFAULT_QUALITY,

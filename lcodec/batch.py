@@ -402,7 +402,7 @@ def _encode(task: Task, res: Result) -> None:
     res.width, res.height = prep.width, prep.height
     res.mode = ("L" if prep.channels == 1 else "RGB") + ("A" if prep.alpha is not None else "")
     res.quality = round(quality, 4)
-    res.detail = f"q {quality:g}, {codec._pipeline(opts.model).loaded.entry.label}, {codec.device.type}"
+    res.detail = f"q {quality:g}, {codec.encoding_model()}, {codec.device.type}"
     if not write_file(task.output, data, opts.overwrite, task.make_dirs):
         res.status = SKIPPED
         res.bytes = _size(task.output)

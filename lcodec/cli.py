@@ -390,7 +390,7 @@ def _check_json(single: bool, tasks: list[batch.Task], as_json: bool) -> None:
               help="Output .lc file ('-' for stdout), or the output folder for several inputs or a folder.")
 @click.option("-q", "--quality", default=4.0, show_default=True, type=float,
               help="1 (smallest) .. 8 (best); fractional values allowed.")
-@click.option("--model", default=None, help="Model to encode with: grouped (channel groups on a checkerboard context), context (checkerboard context) or hyperprior (default: the manifest's default; decode reads it from the file).")
+@click.option("--model", default=None, help="Model to encode with: grouped (channel groups on a checkerboard context), context (checkerboard context) or hyperprior, its newest version, or NAME:vN for version N (e.g. grouped:v20) (default: the manifest's default; decode reads it from the file).")
 @click.option("-e", "--effort", default=1, show_default=True, type=click.IntRange(1, 7),
               help="Encoder effort 1..7: above 1, search for better latents (8, 16, ... 256 "
                    "steps): smaller files at the same quality, slower encoding; decoding is unchanged.")

@@ -111,16 +111,22 @@ def find_entry(name: str | None = None, version: int | None = None,
     return max(matching, key=lambda e: e.version)
 
 
-def find_spec(spec: str, folder: Path | None = None) -> ModelEntry:
-    """The entry a command-line ``spec`` names: ``NAME`` (its newest version) or ``NAME:vN``
-    (``NAME:N`` too) for version N, e.g. ``grouped:v5``."""
+def parse_spec(spec: str) -> tuple[str, int | None]:
+    """The model name and version (None: the newest) a command-line ``spec`` names: ``NAME``
+    or ``NAME:vN`` (``NAME:N`` too) for version N, e.g. ``grouped:v5``."""
     name, sep, version = spec.partition(":")
     if not sep:
-        return find_entry(name, folder=folder)
+        return name, None
     digits = version[1:] if version[:1] in ("v", "V") else version
     if not name or not digits.isdigit():
         raise WeightsError(f"{spec!r} is not a model name or NAME:vN (e.g. grouped:v5)")
-    return find_entry(name, int(digits), folder)
+    return name, int(digits)
+
+
+def find_spec(spec: str, folder: Path | None = None) -> ModelEntry:
+    """The entry a command-line ``spec`` names (:func:`parse_spec`)."""
+    name, version = parse_spec(spec)
+    return find_entry(name, version, folder)
 
 
 def sha256_file(path: Path) -> str:

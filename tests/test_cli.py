@@ -163,3 +163,30 @@ def test_tampered_weights_are_refused(tmp_path, photo_png):
     assert_one_line_error(proc.stderr.decode())
     assert "SHA-256" in proc.stderr.decode()
     assert not (tmp_path / "x.lc").exists()
+
+
+def test_model_version_spec_encodes_with_that_version(tmp_path, photo_png):
+    """``--model NAME:vN`` picks an older installed version, which the file then names."""
+    manifest = json.loads((weights_dir() / "manifest.json").read_text())
+    versions = sorted(m["version"] for m in manifest["models"] if m["name"] == "hyperprior")
+    assert len(versions) >= 2
+    older = versions[-2]
+    lc, png = tmp_path / "old.lc", tmp_path / "old.png"
+    r = run("encode", photo_png, lc, "--model", f"hyperprior:v{older}", "--quiet")
+    assert r.exit_code == 0, r.output
+    meta = json.loads(run("info", lc, "--json").stdout)
+    assert (meta["model"], meta["model_version"]) == ("hyperprior", older)
+    newest = tmp_path / "new.lc"
+    assert run("encode", photo_png, newest, "--model", "hyperprior", "--quiet").exit_code == 0
+    assert json.loads(run("info", newest, "--json").stdout)["model_version"] == versions[-1]
+    assert run("decode", lc, png, "--quiet").exit_code == 0
+    assert psnr(np.asarray(Image.open(photo_png)), np.asarray(Image.open(png))) > 22
+
+
+@pytest.mark.parametrize("spec", ["hyperprior:v999", "hyperprior:vx", ":v1"])
+def test_bad_model_spec_is_one_line_error(tmp_path, photo_png, spec):
+    out = tmp_path / "a.lc"
+    r = run("encode", photo_png, out, "--model", spec)
+    assert r.exit_code == 1
+    assert_one_line_error(r.stderr)
+    assert not out.exists()
