@@ -338,6 +338,15 @@ def run_command(kind: str, single: bool, tasks: list[batch.Task], jobs: int, qui
                 pool.shutdown(wait=True)
         report.close(len(tasks), interrupted)
     if interrupted:
+        if pool is not None:
+            # The workers are stopped and their partial files gone; a normal exit would also
+            # join the pool's manager and queue-feeder threads, which can block for good on a
+            # pipe whose reader was killed (seen once in CI: "interrupted" printed, no exit
+            # within 60 s). Leave without waiting for them.
+            click.echo("lcodec: error: interrupted", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         raise KeyboardInterrupt
     if report.counts[batch.FAILED]:
         sys.exit(1)
