@@ -62,8 +62,14 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1, now: bool = False) -> None:
+    """Print ``lcodec: error: MESSAGE`` and exit with ``code``; ``now``: without the
+    interpreter's exit handlers (``os._exit``), for when they could block."""
     click.echo(f"lcodec: error: {one_line(message)}", err=True)
+    if now:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -343,10 +349,7 @@ def run_command(kind: str, single: bool, tasks: list[batch.Task], jobs: int, qui
             # join the pool's manager and queue-feeder threads, which can block for good on a
             # pipe whose reader was killed (seen once in CI: "interrupted" printed, no exit
             # within 60 s). Leave without waiting for them.
-            click.echo("lcodec: error: interrupted", err=True)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
+            fail("interrupted", 130, now=True)
         raise KeyboardInterrupt
     if report.counts[batch.FAILED]:
         sys.exit(1)
