@@ -56,6 +56,13 @@ train: setup runs/photos-every-5th
 	  $(END_TO_END_FLAGS) --lr 3e-5 --warmup 300 --validate-every 300 --decay-frac 0.35 --minutes 130 \
 	  --threads 2 --export grouped --count-tables-on runs/photos-every-5th
 
+# More training photos: 23 photographs from two pinned Debian 12 packages (mate-backgrounds,
+# plasma-workspace-wallpapers; ~140 MB fetched into runs/debs and checked against their SHA-256),
+# halved into PNG (20.6 MP in all, ~17% of $(TRAIN)'s pixels). A run adds them to its training
+# crops with `lcodec train ... --extra-data runs/registry-photos` (lcodec/train/registry_photos.py).
+runs/registry-photos: | $(BIN)/.installed
+	$(BIN)/python -m lcodec.train.registry_photos $@ --cache runs/debs
+
 runs/photos-every-5th:
 	rm -rf $@.tmp && mkdir -p $@.tmp
 	ls $(TRAIN) | sort | awk 'NR%5==1' | while read -r f; do ln -s "$$(realpath "$(TRAIN)/$$f")" $@.tmp/; done

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,19 @@ def split_holdout(paths: list[Path], every: int = 30) -> tuple[list[Path], list[
     """Every ``every``-th image (in sorted order) is held out for validation."""
     held = paths[::every]
     return [p for p in paths if p not in held], held
+
+
+def training_photos(data: Path, extra: Iterable[Path] = ()) -> tuple[list[Path], list[Path]]:
+    """The photos a run trains on and those it holds out: ``data``'s split by
+    :func:`split_holdout`, with every photo in the ``extra`` folders added to the training side
+    only, so that the held-out set (and its figures) stay comparable across runs."""
+    train, held = split_holdout(list_images(data))
+    for folder in extra:
+        found = list_images(folder)
+        if not found:
+            raise ValueError(f"no images in {folder}")
+        train += found
+    return train, held
 
 
 class CropSampler:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..models import build_model
-from .data import CropSampler, center_crops, data_seed, list_images, load_rgb, split_holdout, weights_fingerprint
+from .data import CropSampler, center_crops, data_seed, load_rgb, training_photos, weights_fingerprint
 from .levels import LEVEL_KEYS
 from .start import initialize_from, read_initial_weights, run_architecture
 
@@ -35,6 +35,7 @@ from .start import initialize_from, read_initial_weights, run_architecture
 @dataclass
 class TrainConfig:
     data: str = "../shared/data/train"
+    extra_data: tuple[str, ...] = ()  # folders of photos added to the training crops only
     run_dir: str = "runs/hyperprior"
     family: str = "hyperprior"
     N: int = 64
@@ -495,8 +496,7 @@ def train(cfg: TrainConfig) -> Path:
     del ck
     shipped = average.model if average is not None else model  # what validation and best.pt see
 
-    paths = list_images(Path(cfg.data))
-    train_paths, held_paths = split_holdout(paths)
+    train_paths, held_paths = training_photos(Path(cfg.data), [Path(d) for d in cfg.extra_data])
     if init is not None:  # a new folder started from trained weights: not the crops they saw
         state["data_offset"] = weights_fingerprint(init)
     seed = data_seed(cfg.seed, state)
