@@ -34,6 +34,7 @@ FAMILIES = ("hyperprior", "context", "grouped")  # the model families this versi
 # Weights with another key were made by a newer lcodec, for a part of the model this one does
 # not have; they are refused rather than coded without it.
 CONFIG_KEYS = frozenset({"N", "M", "Na", "Ns", "lambdas", "hyper_hidden", "res_a", "res_s",
+                         "res_a_deep", "res_s_deep",
                          "level_scales_a", "level_scales_s", "level_scales_h", "level_bias_a",
                          "context_channels", "hidden", "scale_floor", "groups", "channel_order",
                          "group_features", "group_hidden"})

@@ -110,6 +110,8 @@ def test_transposed_conv_matches_torch(cin, cout, k, h, w, chunk, monkeypatch):
 @pytest.mark.parametrize("config", [{"N": 8, "M": 12}, {"N": 8, "M": 12, "Na": 16},
                                     {"N": 8, "M": 12, "Ns": 16},
                                     {"N": 8, "M": 12, "Na": 16, "res_a": 3, "res_s": 2},
+                                    {"N": 8, "M": 12, "Na": 16, "res_a": 1, "res_s": 2,
+                                     "res_a_deep": 2, "res_s_deep": 1},
                                     {"N": 8, "M": 12, "Na": 16, "res_a": 2, "level_scales_a": True},
                                     {"N": 8, "M": 12, "Ns": 16, "res_s": 1, "level_scales_s": True},
                                     {"N": 8, "M": 12, "level_scales_h": True},
@@ -154,6 +156,15 @@ def test_numpy_transforms_refuse_weights_of_another_shape():
         HyperpriorTransforms(arrays, N=8, M=12, res_a=4)
     with pytest.raises(ValueError, match=r"got 0 and -1"):
         build_model("hyperprior", N=8, M=12, res_s=-1)
+    # so must the further blocks at the deepest position, which follow the first block there
+    with pytest.raises(ValueError, match="missing 'g_s_deep.0.body.0.weight'"):
+        HyperpriorTransforms(arrays, N=8, M=12, res_s=1, res_s_deep=1)
+    with pytest.raises(ValueError, match="need res_a / res_s of at least 1"):
+        HyperpriorTransforms(arrays, N=8, M=12, res_s=1, res_a_deep=1)
+    with pytest.raises(ValueError, match="need res_a / res_s of at least 1"):
+        build_model("hyperprior", N=8, M=12, res_s_deep=1)
+    with pytest.raises(ValueError, match=r"must be in 0\.\.4, got 0 and 5"):
+        build_model("hyperprior", N=8, M=12, res_s=1, res_s_deep=5)
     # so must the analysis' level scales
     with pytest.raises(ValueError, match="missing 'log_level_scale_a'"):
         HyperpriorTransforms(arrays, N=8, M=12, res_s=1, level_scales_a=True)

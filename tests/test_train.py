@@ -425,6 +425,61 @@ def test_residual_blocks_added_to_trained_weights_start_as_identities():
         load_adding_blocks(plain, deep.state_dict())
 
 
+@torch.no_grad()
+def test_deep_blocks_added_to_trained_weights_start_as_identities_and_widen_with_them():
+    from lcodec.train.start import load_adding_blocks
+
+    plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, res_s=1))
+    deep = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, res_s=1,
+                       res_a_deep=2, res_s_deep=1)
+    assert load_adding_blocks(deep, plain.state_dict()) == 3
+    x = torch.from_numpy(synthetic_photo(64, 64, seed=4)).permute(2, 0, 1)[None].float() / 255
+    y = deep.analysis(x, 5.0)
+    assert torch.equal(y, plain.analysis(x, 5.0))
+    assert torch.equal(deep.synthesis(torch.round(y), 5.0), plain.synthesis(torch.round(y), 5.0))
+    # they sit at 1/8 resolution, and training reaches them
+    seen = []
+    hook = deep.g_s_deep[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[-2:]))
+    deep.train()
+    with torch.enable_grad():
+        out = deep(x, torch.tensor([4]))
+        ((out["x_hat"] - x) ** 2).mean().backward()
+    hook.remove()
+    assert seen == [torch.Size([8, 8])]
+    assert deep.g_s_deep[0].body[2].weight.grad.abs().sum() > 0
+    assert deep.g_a_deep[1].body[2].weight.grad.abs().sum() > 0
+    # a wider analysis or synthesis widens the deep blocks with the others
+    _perturbed(deep)
+    wide = build_model("grouped", N=8, M=12, groups=(4, 8), Na=24, Ns=16, res_a=1, res_s=1,
+                       res_a_deep=2, res_s_deep=1)
+    widen_hidden(deep.state_dict(), wide)
+    deep.eval(), wide.eval()
+    y = deep.analysis(x, 3.0)
+    assert torch.allclose(wide.analysis(x, 3.0), y, atol=1e-5)
+    assert torch.allclose(wide.synthesis(torch.round(y), 3.0), deep.synthesis(torch.round(y), 3.0),
+                          atol=1e-5)
+
+
+def test_train_adds_deep_blocks_keeps_them_on_resume_and_exports_them(photos, tmp_path, capsys,
+                                                                       monkeypatch):
+    cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, max_steps=2, crop=64,
+               batch=2, threads="1", compile="off", init_from="hyperprior")
+    ckpt = train(TrainConfig(**cfg, res_a=1, res_s=1, res_s_deep=2))
+    config = json.loads(torch.load(ckpt, weights_only=True)["config_json"])
+    assert (config["res_a"], config["res_s"], config["res_s_deep"]) == (1, 1, 2)
+    assert "res_a_deep" not in config
+    with pytest.raises(ValueError, match="keeps its residual blocks"):
+        train(TrainConfig(**cfg, res_a=1, res_s=1, res_s_deep=3))
+    folder = tmp_path / "weights"
+    export_checkpoint(ckpt, "hyperprior", folder=folder)
+    entry = json.loads((folder / "manifest.json").read_text())["models"][0]
+    assert entry["config"]["res_s_deep"] == 2
+    monkeypatch.setenv("LCODEC_WEIGHTS_DIR", str(folder))
+    pixels = synthetic_photo(96, 64, seed=5)
+    out, header = Codec("cpu").decode_pixels(Codec("cpu").encode_pixels(pixels, 3, 5.0))
+    assert header.model_name == "hyperprior" and psnr(out, pixels) > 24
+
+
 def test_train_adds_residual_blocks_to_its_weights_resumes_them_and_exports_them(photos, tmp_path,
                                                                                   capsys, monkeypatch):
     cfg = dict(data=str(photos), run_dir=str(tmp_path / "run"), minutes=0.0, max_steps=2, crop=64,

@@ -50,8 +50,9 @@ class CheckerboardContext(MeanScaleHyperprior):
     """Mean-scale hyperprior with a checkerboard context for the non-anchor latents.
 
     Args:
-        N, M, lambdas, Na, Ns, hyper_hidden, res_a, res_s, level_scales_a, level_scales_s,
-            level_scales_h, level_bias_a: as :class:`MeanScaleHyperprior`.
+        N, M, lambdas, Na, Ns, hyper_hidden, res_a, res_s, res_a_deep, res_s_deep,
+            level_scales_a, level_scales_s, level_scales_h, level_bias_a: as
+            :class:`MeanScaleHyperprior`.
         context_channels: output channels of the masked 5x5 context convolution.
         hidden: width of the 1x1 layers that merge context and hyperprior parameters.
         scale_floor: if set, the hyperprior's raw scales enter the merging network as
@@ -67,11 +68,13 @@ class CheckerboardContext(MeanScaleHyperprior):
                  context_channels: int = 96, hidden: int = 192,
                  scale_floor: float | None = None, Na: int | None = None,
                  Ns: int | None = None, hyper_hidden: tuple[int, int] | None = None,
-                 res_a: int = 0, res_s: int = 0, level_scales_a: bool = False,
+                 res_a: int = 0, res_s: int = 0, res_a_deep: int = 0, res_s_deep: int = 0,
+                 level_scales_a: bool = False,
                  level_scales_s: bool = False, level_scales_h: bool = False,
                  level_bias_a: bool = False) -> None:
         super().__init__(N=N, M=M, lambdas=lambdas, Na=Na, Ns=Ns, hyper_hidden=hyper_hidden,
-                         res_a=res_a, res_s=res_s, level_scales_a=level_scales_a,
+                         res_a=res_a, res_s=res_s, res_a_deep=res_a_deep, res_s_deep=res_s_deep,
+                         level_scales_a=level_scales_a,
                          level_scales_s=level_scales_s, level_scales_h=level_scales_h,
                          level_bias_a=level_bias_a)
         self.context_channels, self.hidden = context_channels, hidden

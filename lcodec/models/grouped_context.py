@@ -64,8 +64,8 @@ class ChannelGroupedContext(CheckerboardContext):
     """Checkerboard context with a channel-group context in both checkerboard passes.
 
     Args:
-        N, M, lambdas, Na, Ns, hyper_hidden, res_a, res_s, level_scales_a, level_scales_s,
-            level_scales_h, context_channels, hidden, scale_floor: as
+        N, M, lambdas, Na, Ns, hyper_hidden, res_a, res_s, res_a_deep, res_s_deep,
+            level_scales_a, level_scales_s, level_scales_h, context_channels, hidden, scale_floor: as
             :class:`CheckerboardContext`.
         groups: channels per group, in coding order (sums to ``M``).
         channel_order: the latent channels in coding order (a permutation of ``range(M)``);

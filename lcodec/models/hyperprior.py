@@ -24,8 +24,9 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, LEVEL_SCALE_AFTER, SYNTHESIS_BLOCK_AFTER,
-                                  between_levels, block_positions)
+from ..runtime.transforms import (ANALYSIS_BLOCK_AFTER, LEVEL_SCALE_AFTER, MAX_DEEP_BLOCKS,
+                                  SYNTHESIS_BLOCK_AFTER, between_levels, block_positions,
+                                  check_deep_blocks)
 from .entropy_models import FactorizedDensity, gaussian_likelihood, ste_round
 from .layers import GDN, ResidualBlock, conv, deconv
 
@@ -35,10 +36,11 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.180
 
 def _run(layers: nn.Sequential, blocks: nn.ModuleDict | dict, x: torch.Tensor,
          scales: dict[int, torch.Tensor] | None = None,
-         shifts: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-    """``layers`` with each of ``blocks`` applied after the layer its key names, and the
-    output of layer ``i`` multiplied by ``scales[i]``, then offset by ``shifts[i]``
-    (channel-wise) first where given."""
+         shifts: dict[int, torch.Tensor] | None = None,
+         deep: tuple[int, nn.ModuleList] | None = None) -> torch.Tensor:
+    """``layers`` with each of ``blocks`` applied after the layer its key names, then, after
+    layer ``deep[0]``, each block of ``deep[1]`` in turn; the output of layer ``i`` multiplied
+    by ``scales[i]``, then offset by ``shifts[i]`` (channel-wise) first where given."""
     for i, layer in enumerate(layers):
         x = layer(x)
         if scales and i in scales:
@@ -47,6 +49,9 @@ def _run(layers: nn.Sequential, blocks: nn.ModuleDict | dict, x: torch.Tensor,
             x = x + shifts[i].to(x.dtype)
         if str(i) in blocks:
             x = blocks[str(i)](x)
+        if deep is not None and i == deep[0]:
+            for block in deep[1]:
+                x = block(x)
     return x
 
 
@@ -77,6 +82,10 @@ class MeanScaleHyperprior(nn.Module):
         res_s: residual blocks in the synthesis, after its inverse GDN layers from the deepest
             (1/8 resolution) outward: 0 to 3. New blocks are identities, so they can be added
             to trained weights (``lcodec train --res-a / --res-s``) without changing them.
+        res_a_deep, res_s_deep: further residual blocks at 1/8 resolution in the analysis /
+            synthesis, after its first block (which they need): 0 to ``MAX_DEEP_BLOCKS``
+            (``g_a_deep`` / ``g_s_deep``). Depth where it is cheapest: a block there costs a
+            sixteenth of one at 1/2 resolution. Identities when new, like the others.
         level_scales_a: give every quality level its own channel scales inside the analysis,
             after each of its GDN layers (the ``log_level_scale_a`` parameter, shape
             ``(levels, 3, Na)``, log scale; fractional qualities interpolate it like the gains),
@@ -103,13 +112,16 @@ class MeanScaleHyperprior(nn.Module):
     def __init__(self, N: int = 64, M: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
                  Na: int | None = None, Ns: int | None = None,
                  hyper_hidden: tuple[int, int] | None = None, res_a: int = 0, res_s: int = 0,
+                 res_a_deep: int = 0, res_s_deep: int = 0,
                  level_scales_a: bool = False, level_scales_s: bool = False,
                  level_scales_h: bool = False, level_bias_a: bool = False):
         super().__init__()
         if level_bias_a and not level_scales_a:
             raise ValueError("level_bias_a needs level_scales_a")
         blocks_a, blocks_s = block_positions(res_a, res_s)
+        check_deep_blocks(res_a, res_s, res_a_deep, res_s_deep)
         self.res_a, self.res_s = res_a, res_s
+        self.res_a_deep, self.res_s_deep = res_a_deep, res_s_deep
         self.N, self.M = N, M
         self.Na = Na = Na or N
         self.Ns = Ns = Ns or N
@@ -123,6 +135,8 @@ class MeanScaleHyperprior(nn.Module):
         # Residual blocks, keyed by the index of the g_a / g_s layer (a GDN) they follow.
         self.g_a_res = nn.ModuleDict({str(i): ResidualBlock(Na) for i in blocks_a})
         self.g_s_res = nn.ModuleDict({str(i): ResidualBlock(Ns) for i in blocks_s})
+        self.g_a_deep = nn.ModuleList(ResidualBlock(Na) for _ in range(res_a_deep))
+        self.g_s_deep = nn.ModuleList(ResidualBlock(Ns) for _ in range(res_s_deep))
         self.h_a = nn.Sequential(
             conv(M, N, 3, 1), nn.LeakyReLU(inplace=True),
             conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))
@@ -219,13 +233,14 @@ class MeanScaleHyperprior(nn.Module):
         the gains. A model with ``level_scales_a`` needs the ``quality`` (or one ``level`` per
         image, training): see :meth:`level_scales` and :meth:`level_shifts`."""
         return _run(self.g_a, self.g_a_res, x, self.level_scales("a", quality, level),
-                    self.level_shifts(quality, level))
+                    self.level_shifts(quality, level), (ANALYSIS_BLOCK_AFTER[0], self.g_a_deep))
 
     def transform_s(self, y: torch.Tensor, quality: float | None = None,
                     level: torch.Tensor | None = None) -> torch.Tensor:
         """The synthesis transform (``g_s`` and its residual blocks) of an un-gained latent;
         ``quality`` / ``level`` as for :meth:`transform_a`, needed with ``level_scales_s``."""
-        return _run(self.g_s, self.g_s_res, y, self.level_scales("s", quality, level))
+        return _run(self.g_s, self.g_s_res, y, self.level_scales("s", quality, level),
+                    deep=(SYNTHESIS_BLOCK_AFTER[0], self.g_s_deep))
 
     def hyper_analysis(self, y: torch.Tensor, quality: float | None = None,
                        level: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,6 +21,9 @@ from .ops import conv2d, conv_transpose2d, gdn, leaky_relu
 # i-th), deepest first (lcodec.models.hyperprior re-exports them for the training CLI's limits).
 ANALYSIS_BLOCK_AFTER = (5, 3, 1)
 SYNTHESIS_BLOCK_AFTER = (1, 3, 5)
+# Further blocks at the deepest position (``res_a_deep`` / ``res_s_deep``): they follow the
+# block there, at 1/8 resolution, where a block costs 1/16 of one at 1/2.
+MAX_DEEP_BLOCKS = 4
 # Where a model with ``level_scales_<side>`` scales a transform's channels per quality level:
 # after these layers of g_a ("a") and g_s ("s"), their GDNs, before any residual block there;
 # of h_a ("h"), its two leaky ReLUs.
@@ -35,6 +38,17 @@ def block_positions(res_a: int, res_s: int) -> tuple[tuple[int, ...], tuple[int,
         raise ValueError(f"res_a must be in 0..{len(ANALYSIS_BLOCK_AFTER)} and res_s in "
                          f"0..{len(SYNTHESIS_BLOCK_AFTER)}, got {res_a} and {res_s}")
     return ANALYSIS_BLOCK_AFTER[:res_a], SYNTHESIS_BLOCK_AFTER[:res_s]
+
+
+def check_deep_blocks(res_a: int, res_s: int, res_a_deep: int, res_s_deep: int) -> None:
+    """Raises ``ValueError`` unless both counts of further blocks at the deepest position are
+    in ``0..MAX_DEEP_BLOCKS``, and a transform with any has its first block there."""
+    if not (0 <= res_a_deep <= MAX_DEEP_BLOCKS and 0 <= res_s_deep <= MAX_DEEP_BLOCKS):
+        raise ValueError(f"res_a_deep and res_s_deep must be in 0..{MAX_DEEP_BLOCKS}, got "
+                         f"{res_a_deep} and {res_s_deep}")
+    if (res_a_deep and not res_a) or (res_s_deep and not res_s):
+        raise ValueError("res_a_deep / res_s_deep follow the transform's first residual block: "
+                         "they need res_a / res_s of at least 1")
 
 # Working memory of the transforms per pixel of a tile window: 320 bytes measured with 64
 # hidden channels (float32, with temporaries); it grows with the widest hidden layer (numpy
@@ -63,13 +77,12 @@ def nearest_level(quality: float, levels: int) -> int:
     return min(int(math.floor(quality + 0.5)), levels) - 1
 
 
-def _residual(x: np.ndarray, block: list | None) -> np.ndarray:
-    """``x + conv(leaky_relu(conv(x)))`` for a residual block's two 3x3 convolutions (``x``
-    unchanged when there is no block)."""
-    if block is None:
-        return x
-    (w1, b1, _), (w2, b2, _) = block
-    return x + conv2d(leaky_relu(conv2d(x, w1, b1, stride=1, padding=1)), w2, b2, stride=1, padding=1)
+def _residual(x: np.ndarray, blocks: list) -> np.ndarray:
+    """``x + conv(leaky_relu(conv(x)))`` for each residual block in turn, a block being its two
+    3x3 convolutions (``x`` unchanged when there is none)."""
+    for (w1, b1, _), (w2, b2, _) in blocks:
+        x = x + conv2d(leaky_relu(conv2d(x, w1, b1, stride=1, padding=1)), w2, b2, stride=1, padding=1)
+    return x
 
 
 def _gdn_params(beta: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,9 +99,12 @@ class HyperpriorTransforms:
 
     Args:
         arrays: the weights (name -> array), as stored in a weights file.
-        N, M, Na, Ns, res_a, res_s, level_scales_a, level_scales_s, level_scales_h: the
-            architecture (``config`` in the manifest); extra config keys (e.g. the context
-            family's) are accepted and ignored. With ``level_scales_a`` the analysis scales its
+        N, M, Na, Ns, res_a, res_s, res_a_deep, res_s_deep, level_scales_a, level_scales_s,
+            level_scales_h: the architecture (``config`` in the manifest); extra config keys
+            (e.g. the context family's) are accepted and ignored. ``res_a_deep`` /
+            ``res_s_deep`` further residual blocks follow the first block of the analysis /
+            synthesis at its deepest position (``g_a_deep.J`` / ``g_s_deep.J``, in order).
+            With ``level_scales_a`` the analysis scales its
             channels per quality level after each GDN (``log_level_scale_a``), so that it
             depends on the quality; with ``level_scales_s`` the synthesis likewise
             (``log_level_scale_s``), with ``level_scales_h`` the hyper-analysis after its leaky
@@ -100,13 +116,15 @@ class HyperpriorTransforms:
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], N: int = 64, M: int = 96, Na: int | None = None,
-                 Ns: int | None = None, res_a: int = 0, res_s: int = 0, level_scales_a: bool = False,
+                 Ns: int | None = None, res_a: int = 0, res_s: int = 0, res_a_deep: int = 0,
+                 res_s_deep: int = 0, level_scales_a: bool = False,
                  level_scales_s: bool = False, level_scales_h: bool = False,
                  level_bias_a: bool = False, **_other) -> None:
         if level_bias_a and not level_scales_a:
             raise ValueError("level_bias_a needs level_scales_a")
         Na, Ns = Na or N, Ns or N
         blocks_a, blocks_s = block_positions(res_a, res_s)
+        check_deep_blocks(res_a, res_s, res_a_deep, res_s_deep)
         self.N, self.M, self.Na, self.Ns = N, M, Na, Ns
         self._arrays = arrays
 
@@ -134,13 +152,20 @@ class HyperpriorTransforms:
         self.g_s = conv_layers("g_s", [(0, (M, Ns, 5)), (2, (Ns, Ns, 5)), (4, (Ns, Ns, 5)), (6, (Ns, 3, 5))], True)
         self.g_s_gdn = gdn_layers("g_s", (1, 3, 5), Ns)
 
-        def res_blocks(prefix: str, after: tuple[int, ...], c: int):
-            """{layer index: (its two 3x3 convolutions)} of the residual blocks after those layers."""
-            return {i: conv_layers(f"{prefix}.{i}.body", [(0, (c, c, 3)), (2, (c, c, 3))], False)
-                    for i in after}
+        def block(prefix: str, c: int):
+            """A residual block's two 3x3 convolutions."""
+            return conv_layers(f"{prefix}.body", [(0, (c, c, 3)), (2, (c, c, 3))], False)
 
-        self.g_a_res = res_blocks("g_a_res", blocks_a, Na)
-        self.g_s_res = res_blocks("g_s_res", blocks_s, Ns)
+        def res_blocks(side: str, after: tuple[int, ...], deep: int, c: int):
+            """{layer index: [its residual blocks, in order]}: one after each of those layers,
+            then ``deep`` more after the deepest (the first of ``after``)."""
+            out = {i: [block(f"g_{side}_res.{i}", c)] for i in after}
+            if deep:
+                out[after[0]] += [block(f"g_{side}_deep.{j}", c) for j in range(deep)]
+            return out
+
+        self.g_a_res = res_blocks("a", blocks_a, res_a_deep, Na)
+        self.g_s_res = res_blocks("s", blocks_s, res_s_deep, Ns)
         self.h_a = conv_layers("h_a", [(0, (M, N, 3)), (2, (N, N, 5)), (4, (N, N, 5))], False)
         lambdas = np.asarray(arrays.get("lambdas", np.zeros(0)))
         levels = len(lambdas)
@@ -222,7 +247,7 @@ class HyperpriorTransforms:
                     x *= scales[2 * i + 1]
                 if 2 * i + 1 in shifts:
                     x += shifts[2 * i + 1]
-                x = _residual(x, self.g_a_res.get(2 * i + 1))
+                x = _residual(x, self.g_a_res.get(2 * i + 1, []))
         return x.transpose(2, 0, 1)[None]
 
     def apply_gain(self, unscaled: np.ndarray, quality: float) -> np.ndarray:
@@ -260,5 +285,5 @@ class HyperpriorTransforms:
                     x = gdn(x, *self.g_s_gdn[i], inverse=True)
                     if 2 * i + 1 in scales:
                         x *= scales[2 * i + 1]
-                    x = _residual(x, self.g_s_res.get(2 * i + 1))
+                    x = _residual(x, self.g_s_res.get(2 * i + 1, []))
             return (x + np.float32(0.5)).transpose(2, 0, 1)[None]

@@ -6,7 +6,7 @@ import click
 from .context import ContextTrainConfig, train_context
 from .grouped import GroupedTrainConfig, train_grouped
 from ..models import DEFAULT_LAMBDAS
-from ..models.hyperprior import ANALYSIS_BLOCK_AFTER, SYNTHESIS_BLOCK_AFTER
+from ..models.hyperprior import ANALYSIS_BLOCK_AFTER, MAX_DEEP_BLOCKS, SYNTHESIS_BLOCK_AFTER
 from .loop import TrainConfig, train
 
 
@@ -74,6 +74,15 @@ SEED_HELP = ("Seeds new layers and the data: crops, quality levels and noise are
               type=click.IntRange(0, len(SYNTHESIS_BLOCK_AFTER)),
               help="Residual blocks in the synthesis transform (the decoder), after its inverse "
                    "GDN layers from the deepest outward; as --res-a.")
+@click.option("--res-a-deep", "res_a_deep", default=TrainConfig.res_a_deep, show_default=True,
+              type=click.IntRange(0, MAX_DEEP_BLOCKS),
+              help="Further residual blocks in the analysis at its deepest position (1/8 "
+                   "resolution), after its first block (needs --res-a 1 or more); 0: those "
+                   "of the checkpoint resumed or the weights started from. Added as identities.")
+@click.option("--res-s-deep", "res_s_deep", default=TrainConfig.res_s_deep, show_default=True,
+              type=click.IntRange(0, MAX_DEEP_BLOCKS),
+              help="The same in the synthesis (the decoder: each costs decoding time, about "
+                   "a quarter of a block at 1/4 resolution); needs --res-s 1 or more.")
 @click.option("--level-scales-a", "level_scales_a", is_flag=True, default=False,
               help="Per-level channel scales inside the analysis transform, after its GDN "
                    "layers (kept by a resumed run and by weights that have them; added to "

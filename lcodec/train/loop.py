@@ -44,6 +44,8 @@ class TrainConfig:
     Ns: int = 0                   # synthesis width (0: the resumed or initial weights', else N)
     res_a: int = 0                # residual blocks in the analysis (0: the resumed or initial weights')
     res_s: int = 0                # residual blocks in the synthesis (likewise)
+    res_a_deep: int = 0           # further analysis blocks at 1/8 resolution (likewise)
+    res_s_deep: int = 0           # further synthesis blocks at 1/8 resolution (likewise)
     level_scales_a: bool = False  # per-level channel scales in the analysis (added to weights without)
     level_scales_s: bool = False  # and in the synthesis
     level_scales_h: bool = False  # and in the hyper-analysis
@@ -364,7 +366,7 @@ class WeightAverage:
 # and offsets included) and the gains applied before quantization. Everything else (synthesis and its
 # level scales, hyper-synthesis, densities, context and group networks, inverse gains) is what
 # a decoder needs.
-ENCODER_PREFIXES = ("g_a.", "g_a_res.", "h_a.")
+ENCODER_PREFIXES = ("g_a.", "g_a_res.", "g_a_deep.", "h_a.")
 ENCODER_KEYS = ("log_gain", "log_level_scale_a", "log_level_scale_h", "level_bias_a")
 
 

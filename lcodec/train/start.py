@@ -236,11 +236,14 @@ def _widths(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
 
 
 def _res_blocks(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
-    """The residual blocks of the run (``res_a`` / ``res_s`` config keys, when not 0): those of
-    the resumed run, else ``--res-a`` / ``--res-s`` or those of the initial weights. A fresh run
-    may add blocks to its initial weights (:func:`load_adding_blocks`), not remove them."""
+    """The residual blocks of the run (``res_a`` / ``res_s`` / ``res_a_deep`` / ``res_s_deep``
+    config keys, when not 0): those of the resumed run, else ``--res-a`` / ``--res-s`` /
+    ``--res-a-deep`` / ``--res-s-deep`` or those of the initial weights. A fresh run may add
+    blocks to its initial weights (:func:`load_adding_blocks`), not remove them."""
     out = {}
-    for key, asked, prefix in (("res_a", cfg.res_a, "g_a_res"), ("res_s", cfg.res_s, "g_s_res")):
+    for key, asked, prefix in (("res_a", cfg.res_a, "g_a_res"), ("res_s", cfg.res_s, "g_s_res"),
+                               ("res_a_deep", cfg.res_a_deep, "g_a_deep"),
+                               ("res_s_deep", cfg.res_s_deep, "g_s_deep")):
         if resumed:
             have = int(resumed.get(key, 0))
             if asked and asked != have:
@@ -280,8 +283,12 @@ def _level_scales(cfg: TrainConfig, resumed: dict, init: dict | None) -> dict:
     return out
 
 
+BLOCK_PREFIXES = ("g_a_res.", "g_s_res.", "g_a_deep.", "g_s_deep.")  # parameters of residual blocks
+
+
 def residual_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
-    """How many residual blocks a state dict has under ``prefix`` (``g_a_res`` / ``g_s_res``)."""
+    """How many residual blocks a state dict has under ``prefix`` (``g_a_res`` / ``g_s_res`` /
+    ``g_a_deep`` / ``g_s_deep``)."""
     return len({k.split(".")[1] for k in state if k.startswith(prefix + ".")})
 
 
@@ -292,7 +299,7 @@ def load_adding_blocks(model: torch.nn.Module, init: dict[str, torch.Tensor]) ->
     ``load_state_dict``."""
     missing = [k for k in model.state_dict() if k not in init]
     per_level = LEVEL_SCALE_KEYS + LEVEL_BIAS_KEYS
-    if any(not k.startswith(("g_a_res.", "g_s_res.")) and k not in per_level for k in missing):
+    if any(not k.startswith(BLOCK_PREFIXES) and k not in per_level for k in missing):
         model.load_state_dict(init)  # raises, naming what does not fit
     result = model.load_state_dict(init, strict=False)
     if result.unexpected_keys:

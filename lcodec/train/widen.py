@@ -51,7 +51,7 @@ _CONTEXT_CONVS = ("context_prediction", "entropy_parameters.0", "entropy_paramet
 _GROUP_CONVS = re.compile(r"(anchor_nets|nonanchor_nets)\.\d+\.(pred|merge\.[024])")
 # The two 3x3 convolutions (Conv2d) of a residual block of the analysis or the synthesis, whose
 # width is the transform's.
-_RESIDUAL_CONVS = re.compile(r"g_[as]_res\.\d+\.body\.[02]")
+_RESIDUAL_CONVS = re.compile(r"g_[as]_(res|deep)\.\d+\.body\.[02]")
 
 
 def hidden_widths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
