@@ -159,14 +159,18 @@ def write_photos(out: Path, cache: Path, packages: tuple[DebPackage, ...] = PACK
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     sources = []
-    for package in packages:
-        files = deb_files(fetch(package, cache).read_bytes(), package.photos)
-        sources.append(f"{package.url}\n  sha256 {package.sha256}, licence {package.licence}")
-        for path in package.photos:
-            name = photo_name(package, path)
-            halve(files[path]).save(tmp / name, optimize=False)
-            sources.append(f"  {name} <- {path}, halved")
-    (tmp / "SOURCES.txt").write_text("\n".join(sources) + "\n")
+    try:
+        for package in packages:
+            files = deb_files(fetch(package, cache).read_bytes(), package.photos)
+            sources.append(f"{package.url}\n  sha256 {package.sha256}, licence {package.licence}")
+            for path in package.photos:
+                name = photo_name(package, path)
+                halve(files[path]).save(tmp / name, optimize=False)
+                sources.append(f"  {name} <- {path}, halved")
+        (tmp / "SOURCES.txt").write_text("\n".join(sources) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return sorted(out.glob("*.png"))
