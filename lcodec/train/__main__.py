@@ -35,7 +35,6 @@ SEED_HELP = ("Seeds new layers and the data: crops, quality levels and noise are
 @click.command("train")
 @click.option("--data", default=TrainConfig.data, show_default=True, help="Folder of training photos.")
 @click.option("--extra-data", multiple=True, type=click.Path(exists=True, file_okay=False),
-              callback=lambda ctx, param, value: tuple(value),
               help="Another folder of photos added to the training crops only (repeatable; "
                    "e.g. runs/registry-photos, made by `make runs/registry-photos`): the "
                    "held-out photos stay --data's. A resumed run needs it again.")
