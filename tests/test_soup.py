@@ -77,6 +77,23 @@ def test_a_block_one_run_lacks_is_averaged_as_the_identity(tmp_path):
     assert torch.allclose(same.synthesis(torch.round(y), 4.0), ref.synthesis(torch.round(y), 4.0), atol=1e-5)
 
 
+def test_dropped_deep_blocks_leave_a_soup_with_the_decoder_of_the_runs_without_them(tmp_path, capsys):
+    deep_arch = dict(ARCH, res_a_deep=2, res_s_deep=1)
+    plain = _checkpoint(tmp_path / "plain.pt", build_model("grouped", **ARCH), 10.0, **ARCH)
+    deep = _checkpoint(tmp_path / "deep.pt", build_model("grouped", **deep_arch), 20.0, **deep_arch)
+    assert main([str(plain), str(deep), "--drop", "res_s_deep", "-o", str(tmp_path / "soup.pt")]) == 0
+    soup = torch.load(tmp_path / "soup.pt")
+    assert json.loads(soup["config_json"]) == {"family": "grouped", **dict(ARCH, res_a_deep=2)}
+    assert not [k for k in soup["model"] if k.startswith("g_s_deep.")]
+    wd = torch.load(deep)["model"]
+    assert torch.allclose(soup["model"]["g_a_deep.0.body.2.weight"], wd["g_a_deep.0.body.2.weight"] / 2)
+    assert json.loads(soup["state_json"])["dropped_blocks"] == ["res_s_deep"]
+    model = _model(soup)
+    assert (model.res_a_deep, model.res_s_deep) == (2, 0)
+    with pytest.raises(ValueError, match="cannot drop res_s"):
+        average_weights([str(plain), str(deep)], ("res_s",))
+
+
 def test_soup_refuses_other_architectures_and_missing_tensors(tmp_path):
     a = _checkpoint(tmp_path / "a.pt", build_model("grouped", **ARCH), 1.0, **ARCH)
     wide = dict(ARCH, Na=24)

@@ -21,7 +21,10 @@ The result is a checkpoint that ``python -m lcodec.train.export`` and ``lcodec t
 checkpoint with ``cpu_seconds`` summed over all (right for runs in separate folders from one
 start: each folder counts only its own run) and ``averaged_from`` naming the inputs.
 
-``python -m lcodec.train.soup A B [C ...] -o OUT.pt``
+``--drop res_s_deep`` (or ``res_a_deep``) first removes those deep blocks from every input, as
+if the runs had never had them: a soup with the decoder of the runs without them.
+
+``python -m lcodec.train.soup A B [C ...] [--drop res_s_deep] -o OUT.pt``
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from ..errors import LcodecError
 from .start import BLOCK_PREFIXES, load_weights
 
 BLOCK_KEYS = ("res_a", "res_s", "res_a_deep", "res_s_deep")  # config keys that may differ
+DROPPABLE = {"res_a_deep": "g_a_deep.", "res_s_deep": "g_s_deep."}  # --drop: config key -> tensors
 _LAST_CONV = ".body.2."  # a residual block's last convolution (``body`` = conv, act, conv)
 
 
@@ -62,12 +66,25 @@ def _without_blocks(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in BLOCK_KEYS}
 
 
-def average_weights(specs: list[str]) -> dict:
+def _dropped(config: dict, weights: dict[str, torch.Tensor], drop: tuple[str, ...]) -> tuple[dict, dict]:
+    """``config`` and ``weights`` without the deep blocks ``drop`` names (config keys of
+    :data:`DROPPABLE`): the model as if it had never had them."""
+    prefixes = tuple(DROPPABLE[key] for key in drop)
+    return ({k: v for k, v in config.items() if k not in drop},
+            {k: v for k, v in weights.items() if not (prefixes and k.startswith(prefixes))})
+
+
+def average_weights(specs: list[str], drop: tuple[str, ...] = ()) -> dict:
     """The checkpoint (``model``, ``config_json``, ``state_json``) whose weights are the mean
-    of those ``specs`` name; raises ValueError when they are not one architecture."""
+    of those ``specs`` name, after removing the deep blocks ``drop`` names from each
+    (``("res_s_deep",)``: a decoder as fast as theirs without those blocks); raises ValueError
+    when they are not one architecture."""
     if len(specs) < 2:
         raise ValueError("give at least two checkpoints to average")
-    read = [_read(s) for s in specs]
+    unknown = [key for key in drop if key not in DROPPABLE]
+    if unknown:
+        raise ValueError(f"cannot drop {unknown[0]} (only {', '.join(DROPPABLE)})")
+    read = [(*_dropped(c, w, drop), s) for c, w, s in (_read(spec) for spec in specs)]
     configs = [c for c, _, _ in read]
     weights = [w for _, w, _ in read]
     for spec, config in zip(specs[1:], configs[1:]):
@@ -103,6 +120,8 @@ def average_weights(specs: list[str]) -> dict:
     state = dict(states[widest])
     state["cpu_seconds"] = sum(float(s.get("cpu_seconds", 0.0)) for s in states)
     state["averaged_from"] = [str(s) for s in specs]
+    if drop:
+        state["dropped_blocks"] = list(drop)
     return {"model": out, "config_json": json.dumps(configs[widest]), "state_json": json.dumps(state)}
 
 
@@ -111,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Average the weights of training checkpoints of one model.")
     ap.add_argument("checkpoints", nargs="+", help="runs' best.pt / checkpoint.pt, or shipped weights by name")
     ap.add_argument("-o", "--output", type=Path, required=True, help="the averaged checkpoint to write")
+    ap.add_argument("--drop", action="append", default=[], choices=sorted(DROPPABLE),
+                    help="remove these deep blocks from every checkpoint first (repeatable)")
     args = ap.parse_args(argv)
     try:
-        soup = average_weights(args.checkpoints)
+        soup = average_weights(args.checkpoints, tuple(args.drop))
     except ValueError as exc:
         print(f"lcodec: error: {exc}", file=sys.stderr)
         return 1
