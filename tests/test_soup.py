@@ -107,6 +107,9 @@ def test_soup_refuses_other_architectures_and_missing_tensors(tmp_path):
         average_weights([str(a), str(tmp_path / "broken.pt")])
     with pytest.raises(ValueError, match="at least two"):
         average_weights([str(a)])
+    torch.save({**torch.load(a), "config_json": "{not json"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt: not a training checkpoint"):
+        average_weights([str(a), str(tmp_path / "bad.pt")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a training checkpoint"):
         average_weights([str(a), str(tmp_path / "junk.pt")])

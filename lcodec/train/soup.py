@@ -55,7 +55,10 @@ def _read(spec: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
         if not isinstance(ck, dict) or "config_json" not in ck or not isinstance(ck.get("model"), dict):
             raise ValueError(f"{spec}: not a training checkpoint")
         weights = ck.get("average") or ck["model"]
-        return json.loads(ck["config_json"]), weights, json.loads(ck.get("state_json", "{}"))
+        try:
+            return json.loads(ck["config_json"]), weights, json.loads(ck.get("state_json", "{}"))
+        except (TypeError, ValueError):  # its config or state is not JSON text
+            raise ValueError(f"{spec}: not a training checkpoint (its config is unreadable)") from None
     try:
         return load_weights(spec)
     except LcodecError as exc:  # not installed, or a file that fails its checks
