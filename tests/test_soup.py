@@ -13,16 +13,13 @@ from lcodec.train.export import export_checkpoint
 from lcodec.train.loop import TrainConfig, train
 from lcodec.train.soup import average_weights, main
 
-from .conftest import psnr, synthetic_photo
+from .conftest import perturbed, psnr, synthetic_photo
 
 ARCH = dict(N=8, M=12, groups=[4, 8], Na=16, res_a=1, res_s=1)
 
 
 def _checkpoint(path, model, cpu_seconds, **arch):
-    gen = torch.Generator().manual_seed(sum(path.name.encode()))
-    with torch.no_grad():
-        for p in model.parameters():
-            p += 0.05 * torch.randn(p.shape, generator=gen)
+    perturbed(model, seed=sum(path.name.encode()))
     torch.save({"model": model.state_dict(), "config_json": json.dumps({"family": "grouped", **arch}),
                 "state_json": json.dumps({"step": 10, "cpu_seconds": cpu_seconds})}, path)
     return path

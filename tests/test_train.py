@@ -25,7 +25,7 @@ from lcodec.train.transfer import match_latent_channels, transfer_context
 from lcodec.train.widen import hyper_widths, widen_hidden, widen_latents
 from lcodec.weights import find_entry, load_state_dict, load_weights_state, read_manifest, weights_dir
 
-from .conftest import psnr, synthetic_photo
+from .conftest import perturbed, psnr, synthetic_photo
 
 
 @pytest.fixture(autouse=True)
@@ -79,19 +79,10 @@ def test_train_starts_from_shipped_weights_named_in_the_manifest(photos, tmp_pat
     assert all(torch.equal(trained[k], shipped[k]) for k in trained)
 
 
-def _perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """A model whose weights are not at their (symmetric) initialization."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p += 0.05 * torch.randn(p.shape, generator=gen)
-    return model.eval()
-
-
 @pytest.mark.parametrize("hyper_hidden", [None, (16, 24)])  # default widths grow with M; set ones stay
 @torch.no_grad()
 def test_widened_latent_computes_the_same_codec(hyper_hidden):
-    narrow = _perturbed(build_model("hyperprior", N=8, M=8, hyper_hidden=hyper_hidden))
+    narrow = perturbed(build_model("hyperprior", N=8, M=8, hyper_hidden=hyper_hidden))
     wide = build_model("hyperprior", N=8, M=16, hyper_hidden=hyper_hidden).eval()
     widen_latents(narrow.state_dict(), wide)
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
@@ -148,7 +139,7 @@ def _with_dead_channels(M: int, dead: list[int]) -> torch.nn.Module:
     """A trained-looking hyperprior whose ``dead`` latent channels are always 0 with mean 0 and
     whose other channels are nonzero (a bias well above the rounding threshold)."""
     torch.manual_seed(0)  # the init: a live channel that never rounds to nonzero would tie
-    model = _perturbed(build_model("hyperprior", N=8, M=M))
+    model = perturbed(build_model("hyperprior", N=8, M=M))
     with torch.no_grad():
         model.g_a[6].bias[:] = 3.0
         model.g_a[6].weight[dead] = 0
@@ -163,7 +154,7 @@ def _with_shut_gains(M: int, shut: list[int]) -> dict[str, torch.Tensor]:
     (what training with rounded latents leaves in grouped v8-v10) and whose inverse gains
     undo it."""
     torch.manual_seed(0)
-    state = _perturbed(build_model("hyperprior", N=8, M=M)).state_dict()
+    state = perturbed(build_model("hyperprior", N=8, M=M)).state_dict()
     state["log_gain"][:, shut] = -4.0
     state["log_inv_gain"][:, shut] = 4.0
     return state
@@ -271,8 +262,8 @@ def test_train_narrows_the_latent_to_the_channels_used_and_the_codec_runs_it(pho
 
 @torch.no_grad()
 def test_widened_analysis_computes_the_same_latents_and_leaves_the_decoder_alone():
-    narrow = _perturbed(build_model("hyperprior", N=8, M=8))
-    wide = _perturbed(build_model("hyperprior", N=8, M=8, Na=16), seed=1)
+    narrow = perturbed(build_model("hyperprior", N=8, M=8))
+    wide = perturbed(build_model("hyperprior", N=8, M=8, Na=16), seed=1)
     widen_hidden(narrow.state_dict(), wide)
     assert wide.g_a[0].weight.shape[0] == 16 and wide.g_s[0].weight.shape[1] == 8
     for key, value in narrow.state_dict().items():
@@ -290,8 +281,8 @@ def test_widened_analysis_computes_the_same_latents_and_leaves_the_decoder_alone
 @torch.no_grad()
 def test_widened_synthesis_decodes_the_same_image_and_leaves_the_encoder_alone():
     torch.manual_seed(0)
-    narrow = _perturbed(build_model("hyperprior", N=8, M=8, Na=12))
-    wide = _perturbed(build_model("hyperprior", N=8, M=8, Na=12, Ns=16), seed=1)
+    narrow = perturbed(build_model("hyperprior", N=8, M=8, Na=12))
+    wide = perturbed(build_model("hyperprior", N=8, M=8, Na=12, Ns=16), seed=1)
     widen_hidden(narrow.state_dict(), wide)
     assert wide.g_s[0].weight.shape[1] == 16 and wide.g_s[6].weight.shape[0] == 16
     # float64: the random weights make the inverse GDNs amplify float32 rounding differences
@@ -309,7 +300,7 @@ def test_widened_synthesis_decodes_the_same_image_and_leaves_the_encoder_alone()
     for q in (1.0, 4.5, 8.0):
         assert torch.allclose(narrow.synthesis(y_hat, q), wide.synthesis(y_hat, q), rtol=1e-9, atol=1e-9)
     # both transforms at once
-    both = _perturbed(build_model("hyperprior", N=8, M=8, Na=16, Ns=16), seed=3)
+    both = perturbed(build_model("hyperprior", N=8, M=8, Na=16, Ns=16), seed=3)
     widen_hidden(build_model("hyperprior", N=8, M=8).state_dict(), both)
 
 
@@ -317,7 +308,7 @@ def test_widened_synthesis_decodes_the_same_image_and_leaves_the_encoder_alone()
 def test_widened_transforms_keep_their_residual_blocks_and_level_scales():
     config = dict(N=8, M=8, res_a=2, res_s=1, level_scales_a=True, level_scales_s=True,
                   level_scales_h=True, level_bias_a=True)
-    narrow = _perturbed(build_model("hyperprior", Na=12, Ns=12, **config)).double()
+    narrow = perturbed(build_model("hyperprior", Na=12, Ns=12, **config)).double()
     wide = build_model("hyperprior", Na=20, Ns=16, **config).double()
     widen_hidden(narrow.state_dict(), wide)
     assert wide.log_level_scale_a.shape == (8, 3, 20) and wide.log_level_scale_s.shape == (8, 3, 16)
@@ -338,8 +329,8 @@ def test_widened_transforms_keep_their_residual_blocks_and_level_scales():
 
 @torch.no_grad()
 def test_widened_context_networks_give_the_same_entropy_parameters():
-    narrow = _perturbed(build_model("context", N=8, M=8, context_channels=8, hidden=16))
-    wide = _perturbed(build_model("context", N=8, M=8, context_channels=12, hidden=24, Ns=12), seed=1)
+    narrow = perturbed(build_model("context", N=8, M=8, context_channels=8, hidden=16))
+    wide = perturbed(build_model("context", N=8, M=8, context_channels=12, hidden=24, Ns=12), seed=1)
     widen_hidden(narrow.state_dict(), wide)
     narrow, wide = narrow.double(), wide.double()
     gen = torch.Generator().manual_seed(3)
@@ -429,7 +420,7 @@ def test_residual_blocks_added_to_trained_weights_start_as_identities():
 def test_deep_blocks_added_to_trained_weights_start_as_identities_and_widen_with_them():
     from lcodec.train.start import load_adding_blocks
 
-    plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, res_s=1))
+    plain = perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, res_s=1))
     deep = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, res_s=1,
                        res_a_deep=2, res_s_deep=1)
     assert load_adding_blocks(deep, plain.state_dict()) == 3
@@ -449,7 +440,7 @@ def test_deep_blocks_added_to_trained_weights_start_as_identities_and_widen_with
     assert deep.g_s_deep[0].body[2].weight.grad.abs().sum() > 0
     assert deep.g_a_deep[1].body[2].weight.grad.abs().sum() > 0
     # a wider analysis or synthesis widens the deep blocks with the others
-    _perturbed(deep)
+    perturbed(deep)
     wide = build_model("grouped", N=8, M=12, groups=(4, 8), Na=24, Ns=16, res_a=1, res_s=1,
                        res_a_deep=2, res_s_deep=1)
     widen_hidden(deep.state_dict(), wide)
@@ -509,7 +500,7 @@ def test_level_scales_added_to_trained_weights_start_at_one_and_give_each_level_
     from lcodec.train.loop import is_encoder_parameter, param_groups
     from lcodec.train.start import load_adding_blocks
 
-    plain = _perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1))
+    plain = perturbed(build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1))
     scaled = build_model("grouped", N=8, M=12, groups=(4, 8), Na=16, res_a=1, level_scales_a=True,
                          level_scales_s=True, level_scales_h=True, level_bias_a=True)
     # no block added; the scales at 1, the analysis' offsets at 0
@@ -599,7 +590,7 @@ def test_train_adds_level_scales_resumes_them_and_the_codec_codes_with_them(phot
 
 
 def test_retargeted_levels_keep_trained_gains_and_extend_them_in_log_lambda():
-    model = _perturbed(build_model("hyperprior", N=8, M=8, lambdas=(0.001, 0.004, 0.016)))
+    model = perturbed(build_model("hyperprior", N=8, M=8, lambdas=(0.001, 0.004, 0.016)))
     state = model.state_dict()
     moved = retarget_levels(state, (0.0005, 0.002, 0.004, 0.032))
     g = state["log_gain"]
@@ -695,7 +686,7 @@ def test_held_out_bd_rate_against_jpeg_ranks_a_trained_model_above_a_broken_one(
     assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(jpeg, jpeg[1:]))
     from lcodec.weights import load_model
     good = validate(load_model("hyperprior").model, crops, jpeg)
-    broken = _perturbed(build_model("hyperprior", N=16, M=16))
+    broken = perturbed(build_model("hyperprior", N=16, M=16))
     bad = validate(broken, crops, jpeg)
     assert "bd_jpeg" in good and good["bd_jpeg"] < bad.get("bd_jpeg", float("inf"))
     assert set(good) >= {"q1_bpp", "q1_psnr", "q8_bpp", "q8_psnr"}
@@ -876,9 +867,9 @@ def test_train_context_can_start_from_shipped_context_networks(photos, tmp_path)
 
 @torch.no_grad()
 def test_context_networks_carried_to_other_latent_channels_predict_the_same():
-    old = _perturbed(build_model("context", N=8, M=6, context_channels=5, hidden=12, scale_floor=None), seed=1)
+    old = perturbed(build_model("context", N=8, M=6, context_channels=5, hidden=12, scale_floor=None), seed=1)
     src = [3, None, 0, 5]  # new channel -> old channel; channel 1 is new
-    new = _perturbed(build_model("context", N=8, M=4, context_channels=5, hidden=12, scale_floor=None), seed=2)
+    new = perturbed(build_model("context", N=8, M=4, context_channels=5, hidden=12, scale_floor=None), seed=2)
     new_state = new.state_dict()
     for i, j in enumerate(src):
         if j is not None:
