@@ -303,7 +303,6 @@ def exists_message(path: str) -> str:
 # --------------------------------------------------------------------------- one file
 
 _local = threading.local()
-_worker_threads: int | None = None     # torch threads per worker process (set by the CLI's pool)
 # A pool worker's SIGTERM handler removes the temporary file write_file is writing, if any.
 _partial: str | None = None             # that file, from its creation until it is renamed or removed
 _deferring = False                      # inside mkstemp: the file may exist before it has a name
@@ -321,10 +320,6 @@ def _codec(opts: Options):
 
         cache[key] = Codec(opts.device, opts.model, tile=opts.tile, max_memory_mb=opts.max_memory_mb,
                            effort=opts.effort)
-        if _worker_threads:
-            import torch
-
-            torch.set_num_threads(_worker_threads)
     return cache[key]
 
 
@@ -612,10 +607,11 @@ def _on_sigterm(signum, frame) -> None:
 def _init_worker(threads: int) -> None:
     """Process-pool initializer: Ctrl-C is the parent's business (it stops the workers with
     SIGTERM, which cleans up the file being written); ``threads`` torch threads each."""
-    global _worker_threads
+    from .device import set_torch_threads
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    _worker_threads = threads
+    set_torch_threads(threads)
 
 
 def process_pool(jobs: int) -> cf.ProcessPoolExecutor:

@@ -70,11 +70,23 @@ def select_device(spec: str = "auto") -> Device:
     raise DeviceError(f"unknown device {spec!r} (use auto, cpu or cuda)")
 
 
-def use_all_cores() -> None:
-    """Let torch (when this process uses it) run on every core this process may run on;
-    numpy's BLAS does so by default."""
+_torch_threads: int | None = None  # set_torch_threads's count (None: every core)
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Torch threads for this process from now on (None: every core it may run on, the
+    default), e.g. a batch worker's share of the cores; applied at once if torch is imported,
+    otherwise when the transforms import it."""
+    global _torch_threads
+    _torch_threads = threads
+    apply_torch_threads()
+
+
+def apply_torch_threads() -> None:
+    """Give torch (when this process uses it) :func:`set_torch_threads`'s count of threads,
+    by default every core this process may run on; numpy's BLAS uses them all by default."""
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(cpu_count())
+        sys.modules["torch"].set_num_threads(_torch_threads or cpu_count())
 
 
 DEFAULT_CPU_BUDGET = 512 << 20

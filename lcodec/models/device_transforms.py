@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import torch
 
-from ..device import use_all_cores
+from ..device import apply_torch_threads
 from .refine import refine_latents
 
 
@@ -23,7 +23,7 @@ class TorchTransforms:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> None:
         self.device, self.dtype = device, dtype or torch.float32
-        use_all_cores()
+        apply_torch_threads()
         self.model = copy.deepcopy(model).to(device, self.dtype, memory_format=torch.channels_last).eval()
         self.model.requires_grad_(False)  # refinement differentiates w.r.t. the latent only
 
