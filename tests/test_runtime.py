@@ -107,6 +107,16 @@ def test_transposed_conv_matches_torch(cin, cout, k, h, w, chunk, monkeypatch):
         ops.conv_transpose2d(x, wt, b, 2, k // 2, 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_leaky_relu_is_torchs_to_the_bit(dtype):
+    x = np.random.default_rng(4).standard_normal((6, 5, 7)).astype(dtype) * 1e3
+    x[0, 0, :4] = [0.0, -0.0, np.nan, -np.inf]
+    got = ops.leaky_relu(x)
+    ref = F.leaky_relu(torch.from_numpy(x), 0.01).numpy()
+    assert got.dtype == x.dtype and np.array_equal(got, ref, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(ref))
+
+
 @pytest.mark.parametrize("config", [{"N": 8, "M": 12}, {"N": 8, "M": 12, "Na": 16},
                                     {"N": 8, "M": 12, "Ns": 16},
                                     {"N": 8, "M": 12, "Na": 16, "res_a": 3, "res_s": 2},

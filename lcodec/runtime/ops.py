@@ -177,4 +177,7 @@ def gdn(x: np.ndarray, beta: np.ndarray, gamma: np.ndarray, inverse: bool) -> np
 
 
 def leaky_relu(x: np.ndarray, slope: float = 0.01) -> np.ndarray:
-    return np.where(x >= 0, x, x * x.dtype.type(slope))
+    """``x`` where ``x >= 0``, else ``slope * x`` (``0 < slope < 1``), as ``max(x, slope x)``:
+    the same values as a select (NaN stays NaN), in two passes and no mask."""
+    out = x * x.dtype.type(slope)
+    return np.maximum(x, out, out=out)
