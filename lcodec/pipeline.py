@@ -7,9 +7,9 @@ transmitted, so it needs no reproducibility), run with numpy on the CPU
 (:mod:`lcodec.models.device_transforms`: CUDA, float64 for tests, and latent refinement,
 which needs gradients). On the CPU, the encoder of an image of :data:`TORCH_CPU_MIN_PIXELS`
 pixels or more runs them with torch too, whose convolutions are about twice as fast as the
-numpy runtime's once its import is paid. The hyper-synthesis produces the parameters handed to the entropy
-coder, so it runs as an integer network (:mod:`lcodec.runtime.exact`) whose results are
-bit-identical on every machine.
+numpy runtime's once its import is paid. The hyper-synthesis produces the parameters handed
+to the entropy coder, so it runs as an integer network (:mod:`lcodec.runtime.exact`) whose
+results are bit-identical on every machine.
 
 Symbols: ``z`` is coded as ``round(z)`` with one table per channel (or, with weights that
 have them, per channel and quality level: :attr:`CodecPipeline.z_per_level`), in one stream
