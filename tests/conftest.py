@@ -1,6 +1,10 @@
 """Shared fixtures: small generated photos-like images and a CPU codec."""
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import torch
 import pytest
@@ -30,6 +34,25 @@ def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for p in model.parameters():
             p += 0.05 * torch.randn(p.shape, generator=gen)
     return model.eval()
+
+
+def weights_copy(tmp_path: Path) -> tuple[Path, dict, Path]:
+    """A weights folder for a test that damages weights: ``(folder, its manifest, the default
+    model's file)``. The manifest and the default file (what ``lcodec encode`` loads) are copies
+    the test may overwrite; every other file is a link to the shipped one, only ever read.
+    (Copying the whole folder, 1.3 GB, in each such test wrote ~14 GB per test session.)"""
+    from lcodec.weights import weights_dir
+
+    src, copy = weights_dir(), tmp_path / "weights"
+    copy.mkdir()
+    manifest = json.loads((src / "manifest.json").read_text())
+    default = next(m for m in manifest["models"] if m.get("default"))["file"]
+    for path in src.iterdir():
+        if path.name in ("manifest.json", default):
+            shutil.copy2(path, copy / path.name)
+        else:
+            (copy / path.name).symlink_to(path.resolve())
+    return copy, manifest, copy / default
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from PIL import Image
 from lcodec.cli import main
 from lcodec.weights import weights_dir
 
-from .conftest import psnr, synthetic_photo
+from .conftest import psnr, synthetic_photo, weights_copy
 
 
 def run(*args, input=None):
@@ -151,10 +150,7 @@ def test_cuda_request_without_gpu_is_clear(tmp_path, photo_png):
 
 
 def test_tampered_weights_are_refused(tmp_path, photo_png):
-    copy = tmp_path / "weights"
-    shutil.copytree(weights_dir(), copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    target = copy / next(m["file"] for m in manifest["models"] if m.get("default"))  # what encode loads
+    copy, _, target = weights_copy(tmp_path)  # target: what encode loads
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 1
     target.write_bytes(bytes(data))

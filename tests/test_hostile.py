@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import resource
-import shutil
 import struct
 import subprocess
 import sys
@@ -37,9 +36,9 @@ from lcodec.entropy.coder import StreamDecoder
 from lcodec.entropy.tables import TableSet
 from lcodec.errors import CorruptStreamError, LcodecError, UnsupportedImageError
 from lcodec.image_io import open_image, to_pixels
-from lcodec.weights import find_entry, weights_dir
+from lcodec.weights import find_entry
 
-from .conftest import synthetic_photo
+from .conftest import synthetic_photo, weights_copy
 from .make_corpus import CORPUS, chunk, head, lc, rec, refix_crcs, replace_streams, spans
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -471,13 +470,6 @@ def test_image_without_pixels_is_refused():
 
 
 # -- weights -------------------------------------------------------------------------------------
-def _weights_copy(tmp_path: Path) -> tuple[Path, dict, Path]:
-    copy = tmp_path / "weights"
-    shutil.copytree(weights_dir(), copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    return copy, manifest, copy / _default_entry(manifest)["file"]
-
-
 def _default_entry(manifest: dict) -> dict:
     """The manifest entry that ``lcodec encode`` loads without ``--model``."""
     return next(m for m in manifest["models"] if m.get("default"))
@@ -496,7 +488,7 @@ def test_weights_with_a_pickle_payload_are_never_unpickled(tmp_path, photo_png, 
     """Even with its true SHA-256 in the manifest, a weights file that holds code is refused."""
     import torch
 
-    copy, manifest, target = _weights_copy(tmp_path)
+    copy, manifest, target = weights_copy(tmp_path)
     marker = tmp_path / "MARKER-code-ran"
     payload = {"tables.z.offsets": _CreatesMarker(marker)}
     if kind == "pickle":
@@ -518,7 +510,7 @@ def test_weights_with_a_pickle_payload_are_never_unpickled(tmp_path, photo_png, 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "missing", "manifest"])
 def test_damaged_weights_are_refused_before_loading(tmp_path, photo_png, damage):
-    copy, manifest, target = _weights_copy(tmp_path)
+    copy, manifest, target = weights_copy(tmp_path)
     if damage == "truncated":
         target.write_bytes(target.read_bytes()[:1000])
     elif damage == "empty":
@@ -536,7 +528,7 @@ def test_damaged_weights_are_refused_before_loading(tmp_path, photo_png, damage)
 def test_weights_with_a_config_key_this_lcodec_lacks_are_refused(tmp_path, photo_png):
     """Weights made by a newer lcodec for a part of the model this one lacks (a new config
     key) are refused in one line, not used without that part."""
-    copy, manifest, _ = _weights_copy(tmp_path)
+    copy, manifest, _ = weights_copy(tmp_path)
     _default_entry(manifest)["config"]["future_stage"] = 1
     (copy / "manifest.json").write_text(json.dumps(manifest))
     proc = lcodec_process("encode", photo_png, tmp_path / "x.lc", env={"LCODEC_WEIGHTS_DIR": str(copy)})
