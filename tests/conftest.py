@@ -41,12 +41,12 @@ def weights_copy(tmp_path: Path) -> tuple[Path, dict, Path]:
     model's file)``. The manifest and the default file (what ``lcodec encode`` loads) are copies
     the test may overwrite; every other file is a link to the shipped one, only ever read.
     (Copying the whole folder, 1.3 GB, in each such test wrote ~14 GB per test session.)"""
-    from lcodec.weights import weights_dir
+    from lcodec.weights import find_entry, weights_dir
 
     src, copy = weights_dir(), tmp_path / "weights"
     copy.mkdir()
     manifest = json.loads((src / "manifest.json").read_text())
-    default = next(m for m in manifest["models"] if m.get("default"))["file"]
+    default = find_entry(folder=src).file
     for path in src.iterdir():
         if path.name in ("manifest.json", default):
             shutil.copy2(path, copy / path.name)
