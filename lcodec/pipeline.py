@@ -38,8 +38,9 @@ from .weights import LoadedModel
 
 # From this many pixels the CPU pipeline encodes with torch's CPU convolutions (oneDNN)
 # instead of the numpy runtime: the analysis ~2.2x faster per pixel (grouped v24, 1 thread),
-# which pays back torch's import (~1.5 s, ~300 MB more peak memory) from about 1 megapixel
-# on. Decoding stays on numpy: its synthesis gained only ~10% of a 6-megapixel decode.
+# which pays back torch's import (~1.5 s) from about 1 megapixel on, for ~210 MiB more peak
+# memory (a 6-megapixel encode: 658 -> 869 MiB). Decoding stays on numpy: its synthesis
+# gained only ~10% of a 6-megapixel decode.
 TORCH_CPU_MIN_PIXELS = 2_000_000
 
 
